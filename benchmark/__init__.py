@@ -1,0 +1,1 @@
+"""kdbench harness: configuration, training, evaluation, statistics and reports."""

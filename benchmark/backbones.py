@@ -1,0 +1,152 @@
+"""Backbones by timm name, wrapped to return :class:`methods.Outputs`.
+
+Any timm model that implements ``forward_intermediates`` works (ResNets,
+EfficientNets, MobileNetV3, ConvNeXt, ...). The suite adds two small CNNs to timm's
+registry for CPU profiles: ``kdbench_cnn4`` (4 conv stages, 32-64-128-256 channels,
+total stride 8, so a 32-px image still gives a 4x4 map for dense methods) and
+``kdbench_cnn4_wide`` (twice the width, the CPU teacher).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+from timm.models import register_model
+from torch import Tensor, nn
+
+from methods.base import ModelSpec, Outputs
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallCNN(nn.Module):
+    """Four conv-BN-ReLU stages (stride 1, 2, 2, 2) with two convs each, global
+    average pooling and a linear head. timm-compatible: ``forward_features``,
+    ``forward_head``, ``forward_intermediates``, ``get_classifier``, ``num_features``."""
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), num_classes: int = 1000, in_chans: int = 3, **_: Any) -> None:
+        super().__init__()
+        stages = []
+        cin = in_chans
+        for k, w in enumerate(widths):
+            stages.append(nn.Sequential(_conv_bn_relu(cin, w, 1 if k == 0 else 2), _conv_bn_relu(w, w, 1)))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.num_features = widths[-1]
+        self.fc = nn.Linear(widths[-1], num_classes)
+        self.feature_info = [
+            {"num_chs": w, "reduction": 2**k, "module": f"stages.{k}"} for k, w in enumerate(widths)
+        ]
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def forward_intermediates(self, x: Tensor, **_: Any) -> tuple[Tensor, list[Tensor]]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return x, feats
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.forward_intermediates(x)[0]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = x.mean(dim=(2, 3))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model
+def kdbench_cnn4(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
+    """The suite's CPU student: 4 stages, 32-64-128-256 channels, stride 8."""
+    return SmallCNN((32, 64, 128, 256), **kwargs)
+
+
+@register_model
+def kdbench_cnn4_wide(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
+    """The suite's CPU teacher: 4 stages, 64-128-256-512 channels, stride 8."""
+    return SmallCNN((64, 128, 256, 512), **kwargs)
+
+
+class Backbone(nn.Module):
+    """A timm classifier whose forward returns :class:`Outputs`.
+
+    ``features`` are the stage maps from ``forward_intermediates``; its last entry is
+    the map that is pooled into ``embedding`` (for models with a conv head after the
+    last stage, such as EfficientNet, that head's map is appended). MobileNetV3 pools
+    *before* its 1x1 conv head, so there ``features[-1]`` is the head's input and a CAM
+    from ``classifier.weight`` does not apply; CAM-based methods reject such backbones.
+    """
+
+    def __init__(self, model: nn.Module, name: str) -> None:
+        super().__init__()
+        self.model = model
+        self.name = name
+        if not hasattr(model, "forward_intermediates"):
+            raise ValueError(
+                f"timm model {name!r} has no forward_intermediates(); pick a backbone that "
+                "supports it (resnet*, efficientnet*, mobilenetv3*, convnext*, kdbench_cnn4)"
+            )
+
+    @property
+    def classifier(self) -> nn.Linear:
+        head = self.model.get_classifier()
+        if not isinstance(head, nn.Linear):
+            raise TypeError(f"backbone {self.name!r} has a {type(head).__name__} head; a Linear head is required")
+        return head
+
+    def forward(self, x: Tensor) -> Outputs:
+        final, stages = self.model.forward_intermediates(x)
+        features = list(stages)
+        if features and features[-1].shape == final.shape:
+            features[-1] = final
+        else:
+            features.append(final)
+        embedding = self.model.forward_head(final, pre_logits=True)
+        logits = self.classifier(embedding)
+        return Outputs(logits=logits, embedding=embedding, features=features, classifier=self.classifier)
+
+    @torch.no_grad()
+    def spec(self, image_size: int) -> ModelSpec:
+        """Shapes at ``image_size`` from one dry forward pass (eval mode, batch of 1)."""
+        was_training = self.training
+        self.eval()
+        param = next(self.parameters())
+        out = self(torch.zeros(1, 3, image_size, image_size, device=param.device, dtype=param.dtype))
+        self.train(was_training)
+        return ModelSpec(
+            name=self.name,
+            num_classes=int(out.logits.shape[1]),
+            embedding_dim=int(out.embedding.shape[1]),
+            feature_channels=tuple(int(f.shape[1]) for f in out.features),
+            feature_sizes=tuple((int(f.shape[2]), int(f.shape[3])) for f in out.features),
+        )
+
+
+def create_backbone(name: str, num_classes: int, pretrained: str = "", **kwargs: Any) -> Backbone:
+    """Build a timm model by name, optionally loading weights, wrapped as a :class:`Backbone`.
+
+    ``pretrained``: ``""`` for random init; a checkpoint path; or anything that
+    :func:`benchmark.weights.load_pretrained` understands.
+    """
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    except RuntimeError as err:
+        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
+        raise ValueError(f"unknown backbone {name!r} ({err}); similar timm names: {close}") from err
+    if pretrained:
+        from .weights import load_pretrained
+
+        load_pretrained(model, name, pretrained)
+    return Backbone(model, name)

@@ -1,0 +1,130 @@
+"""Named bundles of backbone, image size, schedule and data scale: the one place where
+the suite's compute settings live.
+
+- ``smoke``: seconds per run; what the tests use.
+- ``cpu``: the default; the whole ``./run_all.sh`` grid on a 2-core CPU.
+- ``paper``: the PaGKD paper's setting (ResNet-50 teacher and student, 448 px,
+  Adam 1e-4, weight decay 1e-8, batch 24), for real data and a GPU.
+
+Every field can be overridden from the command line or a grid file; the resolved
+values are stored in each run file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Compute settings of a run.
+
+    Attributes:
+        name: profile name.
+        backbone: timm name of the student (``kdbench_cnn4`` is the suite's own small CNN).
+        teacher_backbone: timm name of the teacher.
+        image_size: square side in pixels at which images are decoded and trained.
+        epochs: student epochs.
+        teacher_epochs: teacher epochs (teachers are cached per dataset/seed/profile).
+        batch_size: rows per batch (student and teacher side each).
+        group_size: images per class per batch for group samplers (``0``: batch_size
+            divided by the class count).
+        optimizer: ``adam`` or ``sgd``.
+        lr, teacher_lr, weight_decay, momentum: optimiser settings.
+        data_scale: fraction of the paper's split sizes rendered for synthetic twins.
+        min_class_images: floor on rendered images per class and split role.
+        augment: random flips/rotations/crops on training images.
+        precision: accelerate mixed precision (``no``, ``bf16``, ``fp16``).
+        channels_last: use the channels-last memory format.
+        teacher_cache: reuse teacher outputs computed once per run when the method does
+            not need augmented teacher inputs.
+        pretrained: ``""`` (random init), ``builtin`` or a checkpoint path.
+        val_every: validate every k epochs (model selection on validation AUC).
+    """
+
+    name: str
+    backbone: str
+    teacher_backbone: str
+    image_size: int
+    epochs: int
+    teacher_epochs: int
+    batch_size: int
+    group_size: int = 0
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    teacher_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    data_scale: float = 1.0
+    min_class_images: int = 8
+    augment: bool = True
+    precision: str = "no"
+    channels_last: bool = False
+    teacher_cache: bool = False
+    pretrained: str = ""
+    val_every: int = 1
+
+    def replace(self, **overrides: Any) -> Profile:
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown profile field(s) {sorted(unknown)}; valid: {sorted(self.as_dict())}")
+        return dataclasses.replace(self, **overrides)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        backbone="kdbench_cnn4",
+        teacher_backbone="kdbench_cnn4",
+        image_size=24,
+        epochs=2,
+        teacher_epochs=2,
+        batch_size=16,
+        data_scale=0.02,
+        min_class_images=6,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        backbone="kdbench_cnn4",
+        teacher_backbone="kdbench_cnn4_wide",
+        image_size=32,
+        epochs=12,
+        teacher_epochs=20,
+        batch_size=32,
+        lr=2e-3,
+        teacher_lr=2e-3,
+        data_scale=0.15,
+        min_class_images=24,
+    ),
+    "paper": Profile(
+        name="paper",
+        backbone="resnet50",
+        teacher_backbone="resnet50",
+        image_size=448,
+        epochs=200,
+        teacher_epochs=200,
+        batch_size=24,
+        optimizer="adam",
+        lr=1e-4,
+        teacher_lr=1e-4,
+        weight_decay=1e-8,
+        data_scale=1.0,
+        precision="bf16",
+        channels_last=True,
+        val_every=1,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        close = difflib.get_close_matches(name, PROFILES, n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown profile {name!r}.{hint} Profiles: {', '.join(PROFILES)}")
+    return PROFILES[name]

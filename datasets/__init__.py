@@ -1,0 +1,1 @@
+"""Datasets: synthetic WLI/NBI twins, real folder layouts, lesion-level splits."""

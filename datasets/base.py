@@ -1,0 +1,167 @@
+"""The data contract between dataset sources and the harness.
+
+Every source (synthetic twin, generic folder, published layout) produces one
+:class:`ImageTable`: all images decoded once to uint8 at the profile's size, with
+per-image label, lesion id, modality, twin index and (optionally) an official split.
+:func:`datasets.splits.make_splits` turns it into lesion-level :class:`Splits`, and
+:class:`DatasetBundle` carries both plus provenance to the harness.
+
+This package never imports ``methods`` or ``benchmark``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+CROSS_MODAL = ("wli", "nbi")
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """Unusable input data; the message names the path and the fix."""
+
+
+@dataclass
+class ImageTable:
+    """All images of a dataset, decoded once.
+
+    Attributes:
+        images: ``(N, H, W, 3)`` uint8 at the profile's image size.
+        labels: ``(N,)`` int64 class indices.
+        lesion: ``(N,)`` lesion ids (str); every image of a lesion stays in one split.
+        modality: ``(N,)`` modality names (``"wli"``, ``"nbi"``, or one single
+            modality such as ``"derm"``).
+        source: ``(N,)`` file path, or ``synthetic://<dataset>/<k>`` for rendered images.
+        twin: ``(N,)`` int64 index of the other-modality image of the same lesion that
+            forms a true pair with this one, ``-1`` when none.
+        split: ``(N,)`` official split (``train``/``val``/``test``) or ``""`` when the
+            source has none and splits are drawn by lesion.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    lesion: np.ndarray
+    modality: np.ndarray
+    source: np.ndarray
+    twin: np.ndarray
+    split: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        for name in ("labels", "lesion", "modality", "source", "twin", "split"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"ImageTable.{name} has {len(getattr(self, name))} rows, images {n}")
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise ValueError(f"ImageTable.images must be (N,H,W,3) uint8, got {self.images.shape} {self.images.dtype}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class Splits:
+    """Index arrays into the :class:`ImageTable`, by role.
+
+    ``paired_student[i]`` and ``paired_teacher[i]`` are twins (same lesion, student and
+    teacher modality). Unpaired arrays hold images of lesions outside D_p. Validation
+    and test hold images of held-out lesions in each modality; the student is scored
+    on ``test_student``, the teacher (upper bound) on ``test_teacher``.
+    """
+
+    paired_student: np.ndarray
+    paired_teacher: np.ndarray
+    unpaired_student: np.ndarray
+    unpaired_teacher: np.ndarray
+    val_student: np.ndarray
+    val_teacher: np.ndarray
+    test_student: np.ndarray
+    test_teacher: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        return {k: int(len(v)) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class DatasetBundle:
+    """A dataset ready for the harness.
+
+    Attributes:
+        dataset_id: the id every output uses; synthetic twins end in ``-synthetic``.
+        name: the catalogue name asked for (``ih_polyp``).
+        synthetic: ``True`` for rendered data; reports label it wherever a number appears.
+        classes: class names, index = label.
+        student_modality / teacher_modality: ``wli``/``nbi`` for cross-modal data; the
+            same single modality for same-modality datasets.
+        table, splits: the images and their lesion-level splits.
+        provenance: how the data was made (root and file-list hash, or generator
+            parameters and seed), recorded in every run file.
+        notes: one-line facts the report repeats (e.g. images skipped as unreadable).
+    """
+
+    dataset_id: str
+    name: str
+    synthetic: bool
+    classes: list[str]
+    student_modality: str
+    teacher_modality: str
+    table: ImageTable
+    splits: Splits
+    provenance: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def cross_modal(self) -> bool:
+        return self.student_modality != self.teacher_modality
+
+    def regimes(self) -> tuple[str, ...]:
+        """Regimes this dataset can serve."""
+        if not self.cross_modal:
+            return ("same",)
+        out = ["same"]
+        if len(self.splits.paired_student):
+            out.append("paired")
+        if len(self.splits.unpaired_student) and len(self.splits.unpaired_teacher):
+            out.append("unpaired")
+        if len(out) > 1:
+            out.append("all")
+        return tuple(sorted(out, key=["paired", "unpaired", "all", "same"].index))
+
+    def regime_pools(self, regime: str) -> tuple[np.ndarray, np.ndarray]:
+        """(student pool, teacher pool) of table indices for a regime's training data.
+
+        ``paired``: D_p twins; ``unpaired``: D_unp; ``all``: both; ``same``: the
+        student modality's training images on both sides.
+        """
+        s = self.splits
+        if regime not in self.regimes():
+            raise DataError(
+                f"dataset {self.dataset_id!r} cannot serve regime {regime!r}; "
+                f"it serves {', '.join(self.regimes())}"
+            )
+        if regime == "paired":
+            return s.paired_student, s.paired_teacher
+        if regime == "unpaired":
+            return s.unpaired_student, s.unpaired_teacher
+        if regime == "all":
+            return (
+                np.concatenate([s.paired_student, s.unpaired_student]),
+                np.concatenate([s.paired_teacher, s.unpaired_teacher]),
+            )
+        pool = np.concatenate([s.paired_student, s.unpaired_student])
+        return pool, pool
+
+    def teacher_pools(self, modality: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(train, val, test) table indices for training a teacher on ``modality``."""
+        s = self.splits
+        if modality == self.teacher_modality and self.cross_modal:
+            return (np.concatenate([s.paired_teacher, s.unpaired_teacher]), s.val_teacher, s.test_teacher)
+        if modality == self.student_modality:
+            return (np.concatenate([s.paired_student, s.unpaired_student]), s.val_student, s.test_student)
+        raise DataError(f"dataset {self.dataset_id!r} has no {modality!r} images")

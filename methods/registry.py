@@ -1,0 +1,136 @@
+"""Name -> Distiller registry, in the manner of timm's ``register_model``.
+
+Built-in methods register on import of :mod:`methods`. Third-party methods come from
+the ``kdbench.methods`` entry-point group (installed packages) or from a module named
+on the command line (``--plugin my_pkg.my_method``); nothing else is imported.
+Named method sets (``all``, ``paper-table``, ``pagkd-ablations``) expand in
+:func:`expand_methods`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+from .base import REGIMES, Distiller, DistillerContext
+
+ENTRY_POINT_GROUP = "kdbench.methods"
+
+_REGISTRY: dict[str, type[Distiller]] = {}
+_METHOD_SETS: dict[str, tuple[str, ...]] = {}
+_loaded_entry_points = False
+
+D = TypeVar("D", bound=type[Distiller])
+
+
+class UnknownMethodError(KeyError):
+    """A method or method-set name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0])
+
+
+def register(name: str) -> Callable[[D], D]:
+    """Class decorator: ``@register("kd")`` adds the class under ``name``."""
+
+    def wrap(cls: D) -> D:
+        if not issubclass(cls, Distiller):
+            raise TypeError(f"{cls.__name__} must subclass methods.Distiller to be registered")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(
+                f"method name {name!r} is already registered by "
+                f"{_REGISTRY[name].__module__}.{_REGISTRY[name].__name__}"
+            )
+        bad = set(cls.regimes) - set(REGIMES)
+        if bad:
+            raise ValueError(f"method {name!r} declares unknown regimes {sorted(bad)}")
+        if not set(cls.main_regimes) <= set(cls.regimes):
+            raise ValueError(f"method {name!r}: main_regimes must be a subset of regimes")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def register_method_set(name: str, members: Iterable[str]) -> None:
+    """Register a named set of methods usable in ``--methods``."""
+    _METHOD_SETS[name] = tuple(members)
+
+
+def load_entry_point_plugins() -> list[str]:
+    """Import every module advertised in the ``kdbench.methods`` entry-point group."""
+    global _loaded_entry_points
+    loaded: list[str] = []
+    if _loaded_entry_points:
+        return loaded
+    _loaded_entry_points = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+        loaded.append(ep.value)
+    return loaded
+
+
+def load_plugin(module: str) -> None:
+    """Import a plugin module named on the command line (``--plugin pkg.mod``)."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            f"plugin module {module!r} could not be imported ({err}). Pass an importable "
+            "module path (on PYTHONPATH or installed), e.g. --plugin my_pkg.my_method"
+        ) from err
+
+
+def available() -> list[str]:
+    load_entry_point_plugins()
+    return sorted(_REGISTRY)
+
+
+def method_sets() -> dict[str, tuple[str, ...]]:
+    return dict(_METHOD_SETS)
+
+
+def _unknown(name: str, kind: str, valid: Iterable[str]) -> UnknownMethodError:
+    valid = list(valid)
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return UnknownMethodError(
+        f"unknown {kind} {name!r}.{hint} Run `python -m benchmark list` to see every "
+        "method; load your own with --plugin module.path or the "
+        f"'{ENTRY_POINT_GROUP}' entry-point group."
+    )
+
+
+def get(name: str) -> type[Distiller]:
+    load_entry_point_plugins()
+    if name not in _REGISTRY:
+        raise _unknown(name, "method", list(_REGISTRY) + list(_METHOD_SETS))
+    return _REGISTRY[name]
+
+
+def expand_methods(spec: str | Iterable[str]) -> list[str]:
+    """``"pagkd,crd"`` or ``["all"]`` -> registered names, order kept, no repeats."""
+    load_entry_point_plugins()
+    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for n in filter(None, names):
+        if n == "all":
+            members: Iterable[str] = sorted(_REGISTRY)
+        elif n in _METHOD_SETS:
+            members = _METHOD_SETS[n]
+        else:
+            get(n)
+            members = [n]
+        for m in members:
+            if m in _REGISTRY and m not in out:
+                out.append(m)
+    return out
+
+
+def create(name: str, ctx: DistillerContext, **options: Any) -> Distiller:
+    """Instantiate a registered method (the analogue of timm's ``create_model``)."""
+    return get(name)(ctx, **options)
