@@ -32,7 +32,9 @@ class SmallCNN(nn.Module):
     average pooling and a linear head. timm-compatible: ``forward_features``,
     ``forward_head``, ``forward_intermediates``, ``get_classifier``, ``num_features``."""
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), num_classes: int = 1000, in_chans: int = 3, **_: Any) -> None:
+    def __init__(
+        self, widths: tuple[int, ...] = (32, 64, 128, 256), num_classes: int = 1000, in_chans: int = 3, **_: Any
+    ) -> None:
         super().__init__()
         stages = []
         cin = in_chans

@@ -42,6 +42,8 @@ class Profile:
         teacher_cache: reuse teacher outputs computed once per run when the method does
             not need augmented teacher inputs.
         pretrained: ``""`` (random init), ``builtin`` or a checkpoint path.
+        normalize: input normalisation, ``none`` (pixels scaled to [0, 1]) or
+            ``imagenet`` (the mean/std that go with ImageNet-pretrained weights).
         val_every: validate every k epochs (model selection on validation AUC).
     """
 
@@ -65,6 +67,7 @@ class Profile:
     channels_last: bool = False
     teacher_cache: bool = False
     pretrained: str = ""
+    normalize: str = "none"
     val_every: int = 1
 
     def replace(self, **overrides: Any) -> Profile:

@@ -81,7 +81,7 @@ class Splits:
     test_teacher: np.ndarray
 
     def sizes(self) -> dict[str, int]:
-        return {k: int(len(v)) for k, v in self.__dict__.items()}
+        return {k: len(v) for k, v in self.__dict__.items()}
 
 
 @dataclass

@@ -226,13 +226,13 @@ class Distiller(nn.Module):
         the method deliberately trains without labels at that step."""
         raise NotImplementedError
 
-    def prepare(self, teacher_batches: Iterable[Batch]) -> None:  # noqa: B027
+    def prepare(self, teacher_batches: Iterable[Batch]) -> None:
         """Optional stage before student training (e.g. fitting a teacher-side head).
 
         ``teacher_batches`` yields class-matched batches of the training pool.
         """
 
-    def after_step(self, batch: Batch) -> None:  # noqa: B027
+    def after_step(self, batch: Batch) -> None:
         """Optional update after each optimiser step (EMA teachers, momentum banks)."""
 
     def adversary_parameters(self) -> list[nn.Parameter]:
