@@ -12,6 +12,7 @@ This package never imports ``methods`` or ``benchmark``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -165,3 +166,33 @@ class DatasetBundle:
         if modality == self.student_modality:
             return (np.concatenate([s.paired_student, s.unpaired_student]), s.val_student, s.test_student)
         raise DataError(f"dataset {self.dataset_id!r} has no {modality!r} images")
+
+
+@dataclass
+class LoadOptions:
+    """How a source decodes images.
+
+    Attributes:
+        image_size: square side of the decoded uint8 arrays.
+        on_bad_image: ``skip`` (warn, naming each file, and go on) or ``error``.
+        cache_dir: where decoded arrays are cached (``None``: no cache).
+        modality_list: optional CSV naming each file's modality, for layouts whose
+            folders do not say it (PICCOLO, PolypsSet).
+    """
+
+    image_size: int
+    on_bad_image: str = "skip"
+    cache_dir: Path | None = None
+    modality_list: Path | None = None
+
+
+@dataclass
+class RawDataset:
+    """What a source yields before splitting: the table and its metadata."""
+
+    table: ImageTable
+    classes: list[str]
+    student_modality: str
+    teacher_modality: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
