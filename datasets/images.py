@@ -156,9 +156,7 @@ def decode_image(path: Path, size: int) -> np.ndarray:
     return arr
 
 
-def _decode_all(
-    paths: Sequence[Path], size: int, workers: int
-) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+def _decode_all(paths: Sequence[Path], size: int, workers: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     kept = np.zeros(len(paths), dtype=bool)
     bad: list[tuple[int, str]] = []
@@ -361,9 +359,7 @@ def check_duplicate_content(table: ImageTable, splits: Splits) -> None:
         "test": [splits.test_student, splits.test_teacher],
     }
     index = np.concatenate([np.asarray(a, dtype=np.int64) for arrays in roles.values() for a in arrays])
-    role_of = np.concatenate(
-        [np.full(len(a), role, dtype=object) for role, arrays in roles.items() for a in arrays]
-    )
+    role_of = np.concatenate([np.full(len(a), role, dtype=object) for role, arrays in roles.items() for a in arrays])
     if not len(index):
         return
     hashes = content_hashes(table.images[np.sort(np.unique(index))])
