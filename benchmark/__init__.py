@@ -1,1 +1,72 @@
-"""kdbench harness: configuration, training, evaluation, statistics and reports."""
+"""kdbench harness: configuration, training, evaluation, statistics and reports.
+
+Everything the command line does is one function call on the same code path::
+
+    import benchmark
+    records = benchmark.run(methods="pagkd,crd", data="ih_polyp", regimes="unpaired,all",
+                            seeds=[0, 1, 2], profile="cpu", out="results")
+    benchmark.report("results")
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def run_grid_config(grid: Any) -> list[dict[str, Any]]:
+    """Run a :class:`benchmark.config.GridConfig` (see :func:`benchmark.grid.run_grid`)."""
+    from .grid import run_grid
+
+    return run_grid(grid)
+
+
+def run(
+    methods: str | list[str] = "all",
+    data: str | list[str] = "synth",
+    regimes: str | list[str] = "main",
+    seeds: int | list[int] | str = (0, 1, 2),
+    profile: str = "cpu",
+    out: str | Path = "results",
+    **flags: Any,
+) -> list[dict[str, Any]]:
+    """Run a grid and return its run records. ``flags`` take the command line's long
+    flag names with underscores (``epochs=3``, ``data_root=...``, ``option=["kd.temperature=2"]``,
+    ``progress=False``, ``cache_dir=...``, ``shard="0/2"``)."""
+    from .config import grid_from_mapping
+
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    mapping: dict[str, Any] = {
+        "methods": methods, "data": data, "regimes": regimes,
+        "seeds": seeds if isinstance(seeds, str) else list(seeds),
+        "profile": profile, "out": str(out), "progress": False, **flags,
+    }
+    return run_grid_config(grid_from_mapping(mapping))
+
+
+def report(results: str | Path = "results", out_dir: str | Path | None = None) -> Path:
+    """Build ``REPORT.md`` (tables and figures) from the run files under ``results``."""
+    from .report import build_report
+
+    return build_report(results, out_dir)
+
+
+def rerun(run_file: str | Path, out: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Repeat one run from the config stored in its own file; returns (new, original)."""
+    from .config import RunConfig
+    from .runfile import read_run
+    from .runner import Session
+
+    original = read_run(run_file)
+    if original is None:
+        raise FileNotFoundError(f"run file {run_file} is missing or not valid JSON")
+    cfg = RunConfig.from_dict(original["config"])
+    out = Path(out) if out else Path(tempfile.mkdtemp(prefix="kdbench-rerun-"))
+    session = Session(out)
+    record = session.run(cfg, session.dataset(cfg))
+    return record, original

@@ -22,7 +22,7 @@ class Baseline(Distiller):
     summary: ClassVar[str] = "student alone, cross-entropy on WLI images (the reference)"
     paper: ClassVar[str] = "supervised cross-entropy; no distillation"
     regimes: ClassVar[frozenset[str]] = frozenset(REGIMES)
-    main_regimes: ClassVar[frozenset[str]] = frozenset(REGIMES)
+    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0}
     needs_teacher: ClassVar[bool] = False
 

@@ -1,0 +1,8 @@
+"""``python -m benchmark``: see :mod:`benchmark.cli`."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

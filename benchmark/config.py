@@ -1,0 +1,185 @@
+"""Run and grid configuration: what decides a run, and its hash.
+
+A :class:`RunConfig` holds everything that decides one run's numbers; its
+:meth:`RunConfig.hash` keys the run file, so a finished run is skipped on the next
+call and a changed setting re-runs it. A :class:`GridConfig` is what the command line
+or a YAML grid file asks for; :func:`benchmark.grid.expand` turns it into run configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .profiles import Profile, get_profile
+
+SUITE_VERSION = "0.1.0"
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class DataOptions:
+    """How datasets are found and read (see :class:`datasets.catalog.DataRequest`)."""
+
+    data_root: str | None = None
+    require_real: bool = False
+    data_seed: int = 0
+    on_bad_image: str = "skip"
+    modality_list: str | None = None
+
+
+@dataclass
+class RunConfig:
+    """One (dataset, regime, method, seed, profile) run, fully resolved."""
+
+    dataset: str
+    regime: str
+    method: str
+    seed: int
+    profile: Profile
+    data: DataOptions = field(default_factory=DataOptions)
+    method_options: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "regime": self.regime,
+            "method": self.method,
+            "seed": self.seed,
+            "profile": self.profile.as_dict(),
+            "data": dataclasses.asdict(self.data),
+            "method_options": dict(self.method_options),
+            "weights": dict(self.weights),
+            "suite_version": SUITE_VERSION,
+        }
+
+    def hash(self, dataset_fingerprint: str = "") -> str:
+        """Hash of what decides the numbers. The data root is replaced by the dataset's
+        fingerprint (file list or generator parameters), so moving data keeps the hash."""
+        d = self.as_dict()
+        d["data"] = {k: v for k, v in d["data"].items() if k != "data_root"}
+        d["dataset_fingerprint"] = dataset_fingerprint
+        return stable_hash(d)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return cls(
+            dataset=d["dataset"],
+            regime=d["regime"],
+            method=d["method"],
+            seed=int(d["seed"]),
+            profile=Profile(**d["profile"]),
+            data=DataOptions(**d.get("data", {})),
+            method_options=dict(d.get("method_options", {})),
+            weights={k: float(v) for k, v in d.get("weights", {}).items()},
+        )
+
+
+@dataclass
+class GridConfig:
+    """What a user asks for: lists of methods, datasets, regimes and seeds.
+
+    ``regimes`` may be ``["main"]``: each method's own ``main_regimes``.
+    ``method_options`` and ``weights`` map a method name to its overrides.
+    """
+
+    methods: list[str] = field(default_factory=lambda: ["all"])
+    data: list[str] = field(default_factory=lambda: ["synth"])
+    regimes: list[str] = field(default_factory=lambda: ["main"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    profile: str = "cpu"
+    profile_overrides: dict[str, Any] = field(default_factory=dict)
+    out: str = "results"
+    cache_dir: str | None = None
+    data_options: DataOptions = field(default_factory=DataOptions)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    plugins: list[str] = field(default_factory=list)
+    retry_failed: bool = False
+    shard: str | None = None
+    progress: bool = True
+
+    def resolved_profile(self) -> Profile:
+        return get_profile(self.profile).replace(**self.profile_overrides)
+
+
+def _split_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def parse_assignments(items: list[str], what: str) -> dict[str, dict[str, Any]]:
+    """``["pagkd.width=64", "kd.temperature=2"]`` -> ``{"pagkd": {"width": 64}, ...}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not method or not name:
+            raise ValueError(f"{what} {item!r} must look like METHOD.NAME=VALUE, e.g. kd.temperature=2")
+        out.setdefault(method, {})[name] = yaml.safe_load(raw)
+    return out
+
+
+def load_grid_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML grid file; its keys are the long command-line flags."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"grid file {path} not found") from err
+    except yaml.YAMLError as err:
+        raise ValueError(f"grid file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"grid file {path} must hold a mapping of flag names to values")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
+    """Build a :class:`GridConfig` from flag-named values (CLI or YAML)."""
+    g = GridConfig()
+    if m.get("methods"):
+        g.methods = _split_list(m["methods"])
+    if m.get("data"):
+        g.data = _split_list(m["data"])
+    if m.get("regimes"):
+        g.regimes = _split_list(m["regimes"])
+    if m.get("seeds") is not None:
+        g.seeds = [int(s) for s in _split_list(m["seeds"])]
+    for key in ("profile", "out", "cache_dir", "shard"):
+        if m.get(key) is not None:
+            setattr(g, key, str(m[key]))
+    overrides = dict(m.get("profile_overrides") or {})
+    for key in ("backbone", "teacher_backbone", "epochs", "teacher_epochs", "image_size", "batch_size",
+                "pretrained", "group_size", "lr", "data_scale", "precision", "teacher_cache"):
+        if m.get(key) is not None:
+            overrides[key] = m[key]
+    g.profile_overrides = overrides
+    d = g.data_options
+    for key in ("data_root", "require_real", "data_seed", "on_bad_image", "modality_list"):
+        if m.get(key) is not None:
+            setattr(d, key, m[key])
+    if m.get("option"):
+        opts = m["option"]
+        g.method_options = parse_assignments(opts, "--option") if isinstance(opts, list) else dict(opts)
+    if m.get("weight"):
+        w = m["weight"]
+        g.weights = parse_assignments(w, "--weight") if isinstance(w, list) else dict(w)
+    if m.get("plugin"):
+        g.plugins = _split_list(m["plugin"]) if isinstance(m["plugin"], str) else list(m["plugin"])
+    for key in ("retry_failed", "progress"):
+        if m.get(key) is not None:
+            setattr(g, key, bool(m[key]))
+    return g

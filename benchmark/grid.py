@@ -1,0 +1,147 @@
+"""A grid of runs: expansion, sharding, resumption, and the loop that runs it.
+
+:func:`run_grid` loads every dataset first (bad data stops before anything trains),
+expands methods x datasets x regimes x seeds into :class:`RunConfig` s, keeps this
+shard's share (``--shard i/n``: every n-th run of the sorted list, deterministic),
+skips runs whose file already holds the same config hash, and runs the rest, writing
+each run file atomically as soon as it finishes. Teachers are scored into their own
+run files (the report's upper-bound rows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+import methods
+from datasets.base import DatasetBundle
+
+from .config import GridConfig, RunConfig
+from .runfile import read_run, run_path, write_json_atomic
+from .runner import Session
+
+CROSS_MODAL_REGIMES = ("paired", "unpaired", "all")
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    if not shard:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in shard.split("/"))
+    except ValueError as err:
+        raise ValueError(f"--shard must look like i/n with 0 <= i < n, e.g. 0/2; got {shard!r}") from err
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {shard!r}: need 0 <= i < n")
+    return i, n
+
+
+def method_regimes(method: str, requested: list[str], bundle: DatasetBundle) -> list[str]:
+    """Regimes to run ``method`` in on ``bundle``. ``main`` means the method's own
+    main regimes that the dataset serves (``same`` on single-modality datasets)."""
+    cls = methods.get(method)
+    out: list[str] = []
+    for r in requested:
+        if r == "main":
+            if bundle.cross_modal:
+                chosen = [x for x in ("paired", "unpaired", "all", "same") if x in cls.main_regimes
+                          and x in bundle.regimes()]
+            else:
+                chosen = ["same"]
+            out.extend(chosen or sorted(cls.main_regimes))
+        else:
+            if r not in ("paired", "unpaired", "all", "same"):
+                raise ValueError(f"unknown regime {r!r}; regimes are paired, unpaired, all, same (or main)")
+            out.append(r)
+    return list(dict.fromkeys(out))
+
+
+def expand(grid: GridConfig, bundles: dict[str, DatasetBundle]) -> list[RunConfig]:
+    profile = grid.resolved_profile()
+    names = methods.expand_methods(grid.methods)
+    configs = []
+    for data_name, bundle in bundles.items():
+        for method in names:
+            for regime in method_regimes(method, grid.regimes, bundle):
+                for seed in grid.seeds:
+                    configs.append(RunConfig(
+                        dataset=data_name, regime=regime, method=method, seed=seed, profile=profile,
+                        data=dataclasses.replace(grid.data_options),
+                        method_options=dict(grid.method_options.get(method, {})),
+                        weights=dict(grid.weights.get(method, {})),
+                    ))
+    configs.sort(key=lambda c: (bundles[c.dataset].dataset_id, c.seed, c.regime, c.method))
+    return configs
+
+
+def _existing(path: Path, config_hash: str, retry_failed: bool) -> dict[str, Any] | None:
+    rec = read_run(path)
+    if rec is None or rec.get("config_hash") != config_hash:
+        return None
+    if rec.get("status") == "failed" and retry_failed:
+        return None
+    return rec
+
+
+def run_grid(grid: GridConfig, log: Any = None) -> list[dict[str, Any]]:
+    """Run (or resume) a grid; returns every run record of this shard, old and new."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    for plugin in grid.plugins:
+        methods.load_plugin(plugin)
+    methods.expand_methods(grid.methods)  # unknown names fail before any data is read
+    profile = grid.resolved_profile()
+    session = Session(grid.out, grid.cache_dir, progress=grid.progress)
+    bundles: dict[str, DatasetBundle] = {}
+    for name in grid.data:
+        probe = RunConfig(dataset=name, regime="all", method="baseline", seed=0, profile=profile,
+                          data=grid.data_options)
+        bundles[name] = session.dataset(probe)
+    configs = expand(grid, bundles)
+    shard_i, shard_n = parse_shard(grid.shard)
+    configs = configs[shard_i::shard_n]
+    main = session.is_main(profile)
+
+    records: list[dict[str, Any]] = []
+    bar = tqdm(configs, desc="grid", unit="run", disable=not grid.progress, dynamic_ncols=True)
+    for cfg in bar:
+        bundle = bundles[cfg.dataset]
+        bar.set_postfix_str(f"{bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed}")
+        path = session.path_for(cfg, bundle)
+        record = session._base_record(cfg, bundle)
+        done = _existing(path, record["config_hash"], grid.retry_failed)
+        if done is not None:
+            records.append(done)
+            continue
+        record = session.run(cfg, bundle)
+        if main:
+            write_json_atomic(path, record)
+        records.append(record)
+    _ensure_teacher_rows(grid, session, bundles, configs, main)
+    failed = [r for r in records if r.get("status") == "failed"]
+    if failed:
+        log(f"[kdbench] {len(failed)} run(s) failed; their files hold the error. First: "
+            f"{failed[0]['dataset']}/{failed[0]['regime']}/{failed[0]['method']}/seed{failed[0]['seed']}: "
+            f"{failed[0]['error']['message']}")
+    return records
+
+
+def _ensure_teacher_rows(grid: GridConfig, session: Session, bundles: dict[str, DatasetBundle],
+                         configs: list[RunConfig], main: bool) -> None:
+    """Every (dataset, seed) of the grid gets its teacher's row, even when only
+    teacher-free methods (``baseline``) ran, so the report always has the upper bound."""
+    seen: set[tuple[str, str, int]] = set()
+    for cfg in configs:
+        bundle = bundles[cfg.dataset]
+        modality = bundle.student_modality if cfg.regime == "same" else bundle.teacher_modality
+        key = (bundle.dataset_id, modality, cfg.seed)
+        if key in seen or cfg.regime not in bundle.regimes():
+            continue
+        seen.add(key)
+        tpath = run_path(grid.out, bundle.dataset_id, "teacher", f"teacher-{modality}", cfg.seed)
+        tres = session.teacher(bundle, modality, cfg.profile, cfg.seed)
+        existing = read_run(tpath)
+        if main and (existing is None or existing.get("config_hash") != tres.key):
+            write_json_atomic(tpath, session.teacher_record(cfg, bundle, tres))

@@ -1,0 +1,282 @@
+"""One run: (dataset, regime, method, seed, profile) -> one run file.
+
+A :class:`Session` holds what runs in one process share: the Accelerator, decoded
+datasets, their image stores and trained teachers. :meth:`Session.run` trains the
+student with the method, scores the WLI test set and returns the run record; it never
+raises for a run that fails (non-finite loss, a method error): the failure is recorded
+with its step and loss terms, and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import methods
+from datasets.base import DatasetBundle
+from datasets.catalog import DataRequest, load_dataset
+from datasets.sampling import twin_positions
+from methods import DistillerContext
+
+from .backbones import create_backbone
+from .config import RunConfig
+from .cost import model_cost
+from .inputs import ImageStore
+from .metrics import classification_metrics
+from .profiles import Profile
+from .provenance import provenance
+from .runfile import SCHEMA_VERSION, run_path
+from .teacher import TeacherResult, dataset_fingerprint, get_teacher
+from .train import NonFiniteLossError, TrainData, fit, predict
+
+
+def make_accelerator(profile: Profile) -> Any:
+    """An Accelerator for this process; mixed precision only on a GPU (on CPU Accelerate's
+    fp16 does nothing and bf16 is erratic, so the CPU always trains in float32)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    on_gpu = torch.cuda.is_available()
+    precision = profile.precision if on_gpu else "no"
+    return Accelerator(
+        cpu=not on_gpu,
+        mixed_precision=precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def seed_everything(seed: int) -> dict[str, int]:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    return {"python": seed, "numpy": seed, "torch": seed, "sampler": seed, "augment": seed}
+
+
+class Session:
+    """Shared state of the runs of one process."""
+
+    def __init__(self, out: Path | str, cache_dir: Path | str | None = None, progress: bool = False) -> None:
+        self.out = Path(out)
+        self.cache_dir = Path(cache_dir or os.environ.get("KDBENCH_CACHE") or self.out / "cache")
+        self.progress = progress
+        self._accelerators: dict[str, Any] = {}
+        self._datasets: dict[tuple, DatasetBundle] = {}
+        self._stores: dict[tuple, ImageStore] = {}
+        self._teachers: dict[tuple, TeacherResult] = {}
+
+    # -- shared resources ---------------------------------------------------------------
+    def accelerator(self, profile: Profile) -> Any:
+        if "acc" not in self._accelerators:
+            self._accelerators["acc"] = make_accelerator(profile)
+        return self._accelerators["acc"]
+
+    def is_main(self, profile: Profile) -> bool:
+        return bool(self.accelerator(profile).is_main_process)
+
+    def dataset(self, cfg: RunConfig) -> DatasetBundle:
+        p, d = cfg.profile, cfg.data
+        key = (cfg.dataset, d.data_root, d.require_real, d.data_seed, d.on_bad_image, d.modality_list,
+               p.image_size, p.data_scale, p.min_class_images)
+        if key not in self._datasets:
+            request = DataRequest(
+                name=cfg.dataset, data_root=d.data_root, image_size=p.image_size, scale=p.data_scale,
+                min_class_images=p.min_class_images, data_seed=d.data_seed, require_real=d.require_real,
+                on_bad_image=d.on_bad_image, cache_dir=str(self.cache_dir / "images"),
+                modality_list=d.modality_list,
+            )
+            self._datasets[key] = load_dataset(request)
+        return self._datasets[key]
+
+    def store(self, bundle: DatasetBundle, profile: Profile) -> ImageStore:
+        key = (id(bundle), profile.channels_last)
+        if key not in self._stores:
+            acc = self.accelerator(profile)
+            self._stores[key] = ImageStore(bundle.table.images, acc.device, profile.channels_last)
+        return self._stores[key]
+
+    def teacher(self, bundle: DatasetBundle, modality: str, profile: Profile, seed: int) -> TeacherResult:
+        key = (id(bundle), modality, seed, tuple(sorted(profile.as_dict().items())))
+        if key not in self._teachers:
+            self._teachers[key] = get_teacher(
+                bundle, self.store(bundle, profile), modality, profile, seed, self.cache_dir,
+                self.accelerator(profile), self.progress,
+            )
+        return self._teachers[key]
+
+    # -- records ------------------------------------------------------------------------
+    def _base_record(self, cfg: RunConfig, bundle: DatasetBundle | None) -> dict[str, Any]:
+        fingerprint = dataset_fingerprint(bundle) if bundle is not None else ""
+        method_info = methods.get(cfg.method).describe() if cfg.method in methods.available() else {}
+        return {
+            "schema": SCHEMA_VERSION,
+            "status": "ok",
+            "dataset": bundle.dataset_id if bundle else cfg.dataset,
+            "synthetic": bool(bundle.synthetic) if bundle else None,
+            "regime": cfg.regime,
+            "method": cfg.method,
+            "seed": cfg.seed,
+            "profile": cfg.profile.name,
+            "config": cfg.as_dict(),
+            "config_hash": cfg.hash(fingerprint),
+            "provenance": provenance(),
+            "seeds": {"data_split": cfg.data.data_seed, "render": cfg.data.data_seed},
+            "data": {
+                "provenance": bundle.provenance if bundle else {},
+                "sizes": bundle.splits.sizes() if bundle else {},
+                "classes": bundle.classes if bundle else [],
+                "notes": bundle.notes if bundle else [],
+                "fingerprint": fingerprint,
+            },
+            "method_info": method_info,
+            "metrics": {},
+            "selection": None,
+            "teacher": None,
+            "cost": None,
+            "timing": {},
+            "history": [],
+            "predictions": None,
+            "error": None,
+        }
+
+    def path_for(self, cfg: RunConfig, bundle: DatasetBundle) -> Path:
+        return run_path(self.out, bundle.dataset_id, cfg.regime, cfg.method, cfg.seed)
+
+    def unsupported_reason(self, cfg: RunConfig, bundle: DatasetBundle) -> str | None:
+        cls = methods.get(cfg.method)
+        if cfg.regime not in cls.regimes:
+            return (f"method {cfg.method!r} does not support regime {cfg.regime!r} "
+                    f"(it supports {', '.join(sorted(cls.regimes))})")
+        if cfg.regime not in bundle.regimes():
+            return (f"dataset {bundle.dataset_id!r} cannot serve regime {cfg.regime!r} "
+                    f"(it serves {', '.join(bundle.regimes())})")
+        return None
+
+    # -- the run ------------------------------------------------------------------------
+    def teacher_record(self, cfg: RunConfig, bundle: DatasetBundle, teacher: TeacherResult) -> dict[str, Any]:
+        """A run record for the teacher itself (the report's upper-bound row)."""
+        tcfg = dataclasses.replace(cfg, regime="teacher", method=f"teacher-{teacher.modality}", method_options={},
+                                   weights={})
+        rec = self._base_record(tcfg, bundle)
+        rec["config_hash"] = teacher.key
+        rec["method_info"] = {"name": tcfg.method, "summary": f"{teacher.modality.upper()} teacher (upper bound)"}
+        _, _, test = bundle.teacher_pools(teacher.modality)
+        rec["metrics"] = teacher.metrics
+        rec["selection"] = {"criterion": "val_auc", "best_epoch": teacher.record.get("best_epoch"),
+                            "best_val_auc": teacher.val_auc}
+        rec["timing"] = {"train_s": teacher.train_s}
+        rec["history"] = teacher.record.get("history", [])
+        rec["predictions"] = {
+            "classes": bundle.classes,
+            "y": bundle.table.labels[test].tolist(),
+            "prob": teacher.record.get("test_prob", []),
+            "lesion": [str(x) for x in bundle.table.lesion[test]],
+            "source": [str(x) for x in bundle.table.source[test]],
+            "modality": teacher.modality,
+        }
+        rec["cost"] = model_cost(teacher.model, bundle.num_classes, cfg.profile.image_size,
+                                 cfg.profile.teacher_backbone)
+        return rec
+
+    def run(self, cfg: RunConfig, bundle: DatasetBundle) -> dict[str, Any]:
+        record = self._base_record(cfg, bundle)
+        reason = self.unsupported_reason(cfg, bundle)
+        if reason is not None:
+            record["status"] = "unsupported"
+            record["error"] = {"type": "Unsupported", "message": reason}
+            return record
+        started = time.perf_counter()
+        profile = cfg.profile
+        try:
+            record["seeds"].update(seed_everything(cfg.seed))
+            cls = methods.get(cfg.method)
+            acc = self.accelerator(profile)
+            store = self.store(bundle, profile)
+            teacher = None
+            teacher_s = 0.0
+            modality = bundle.teacher_modality if cfg.regime != "same" else bundle.student_modality
+            if cls.needs_teacher:
+                tres = self.teacher(bundle, modality, profile, cfg.seed)
+                teacher = tres.model
+                teacher_s = 0.0 if tres.cached else tres.train_s
+                record["teacher"] = {"config_hash": tres.key, "modality": modality, "val_auc": tres.val_auc,
+                                     "test_auc": tres.metrics.get("auc"), "backbone": profile.teacher_backbone}
+            seed_everything(cfg.seed)
+            student_pool, teacher_pool = bundle.regime_pools(cfg.regime)
+            labels = bundle.table.labels
+            if cfg.regime == "same":
+                twin = np.arange(len(student_pool))
+            else:
+                twin = twin_positions(student_pool, teacher_pool, bundle.table.twin)
+            data = TrainData(
+                store=store, student_pool=student_pool, teacher_pool=teacher_pool, twin_position=twin,
+                student_labels=labels[student_pool], teacher_labels=labels[teacher_pool],
+                val_index=bundle.splits.val_student, val_labels=labels[bundle.splits.val_student],
+                num_classes=bundle.num_classes, class_names=bundle.classes, same_view=cfg.regime == "same",
+            )
+            student = create_backbone(profile.backbone, bundle.num_classes, profile.pretrained).to(acc.device)
+            if profile.channels_last:
+                student = student.to(memory_format=torch.channels_last)
+            ctx = DistillerContext(
+                student=student.spec(profile.image_size),
+                teacher=teacher.spec(profile.image_size) if teacher is not None else None,
+                num_classes=bundle.num_classes, regime=cfg.regime,
+                num_student_train=len(student_pool), num_teacher_train=len(teacher_pool),
+                student_labels=torch.as_tensor(data.student_labels),
+                teacher_labels=torch.as_tensor(data.teacher_labels),
+                num_epochs=profile.epochs, steps_per_epoch=0, batch_size=profile.batch_size,
+            )
+            distiller = methods.create(cfg.method, ctx, **cfg.method_options)
+            weights = {**cls.default_weights, **cfg.weights}
+            result = fit(
+                student=student, distiller=distiller, teacher=teacher, data=data, profile=profile,
+                epochs=profile.epochs, lr=profile.lr, weights=weights, seed=cfg.seed, accelerator=acc,
+                progress=self.progress, description=f"{bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed}",
+            )
+            eval_started = time.perf_counter()
+            test = bundle.splits.test_student
+            prob = predict(student, store, test, profile)
+            y = labels[test]
+            record["metrics"] = classification_metrics(y, prob)
+            record["selection"] = {"criterion": "val_auc", "best_epoch": result.best_epoch,
+                                   "best_val_auc": result.best_val_auc}
+            record["history"] = result.history
+            record["predictions"] = {
+                "classes": bundle.classes, "y": y.tolist(), "prob": prob.tolist(),
+                "lesion": [str(x) for x in bundle.table.lesion[test]],
+                "source": [str(x) for x in bundle.table.source[test]],
+                "modality": bundle.student_modality,
+            }
+            record["cost"] = model_cost(student, bundle.num_classes, profile.image_size, profile.backbone)
+            record["sampler"] = {"kind": cls.sampler, "underfilled_classes": {
+                bundle.classes[c]: n for c, n in result.underfilled.items()}}
+            record["timing"] = {
+                "train_s": result.train_s, "eval_s": time.perf_counter() - eval_started,
+                "teacher_s": teacher_s, "steps": result.steps,
+                "images_per_s": result.images / result.train_s if result.train_s > 0 else None,
+            }
+        except NonFiniteLossError as err:
+            record["status"] = "failed"
+            record["error"] = {"type": "NonFiniteLoss", "message": str(err), "epoch": err.epoch, "step": err.step,
+                               "terms": err.terms, "traceback": traceback.format_exc()}
+        except Exception as err:  # a broken method must not take the grid down
+            record["status"] = "failed"
+            record["error"] = {"type": type(err).__name__, "message": str(err), "step": None, "terms": None,
+                               "traceback": traceback.format_exc()}
+            print(f"[kdbench] run {cfg.dataset}/{cfg.regime}/{cfg.method}/seed{cfg.seed} failed: "
+                  f"{type(err).__name__}: {err}", file=sys.stderr)
+        finally:
+            acc = self._accelerators.get("acc")
+            if acc is not None:
+                acc.free_memory()
+        record["timing"]["total_s"] = time.perf_counter() - started
+        return record

@@ -1,0 +1,172 @@
+"""Teachers: trained once per (dataset, modality, seed, profile), cached by content hash.
+
+A teacher is the profile's ``teacher_backbone`` trained with cross-entropy on the
+teacher modality's training images (NBI for cross-modal regimes; the student's own
+modality for ``same``), selected on validation AUC of that modality, and scored on
+that modality's test images (the upper-bound row of the report). Its weights are
+cached as ``<cache>/teachers/<key>.pt`` beside ``<key>.json`` holding the file's
+sha256 and the teacher's scores; a checkpoint whose hash does not match is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from datasets.base import DatasetBundle
+from methods import DistillerContext
+from methods.baseline import Baseline
+
+from .backbones import Backbone, create_backbone
+from .config import SUITE_VERSION, stable_hash
+from .inputs import ImageStore
+from .metrics import classification_metrics
+from .profiles import Profile
+from .runfile import write_json_atomic
+from .train import TrainData, fit, predict
+
+TEACHER_FIELDS = (
+    "teacher_backbone", "image_size", "teacher_epochs", "teacher_lr", "batch_size", "optimizer", "weight_decay",
+    "momentum", "augment", "normalize", "pretrained", "precision", "channels_last", "val_every",
+)
+
+
+@dataclass
+class TeacherResult:
+    model: Backbone
+    key: str
+    modality: str
+    metrics: dict[str, float]
+    val_auc: float
+    train_s: float
+    cached: bool
+    record: dict[str, Any]
+
+
+def dataset_fingerprint(bundle: DatasetBundle) -> str:
+    return stable_hash({
+        "dataset_id": bundle.dataset_id,
+        "classes": bundle.classes,
+        "provenance": bundle.provenance,
+        "sizes": bundle.splits.sizes(),
+    })
+
+
+def teacher_key(bundle: DatasetBundle, modality: str, profile: Profile, seed: int) -> str:
+    fields = {k: getattr(profile, k) for k in TEACHER_FIELDS}
+    return stable_hash({
+        "dataset": dataset_fingerprint(bundle), "modality": modality, "seed": seed, "profile": fields,
+        "suite_version": SUITE_VERSION,
+    })[:24]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _train_data(bundle: DatasetBundle, store: ImageStore, modality: str) -> tuple[TrainData, np.ndarray]:
+    train, val, test = bundle.teacher_pools(modality)
+    labels = bundle.table.labels
+    data = TrainData(
+        store=store,
+        student_pool=train,
+        teacher_pool=train,
+        twin_position=np.arange(len(train)),
+        student_labels=labels[train],
+        teacher_labels=labels[train],
+        val_index=val,
+        val_labels=labels[val],
+        num_classes=bundle.num_classes,
+        class_names=bundle.classes,
+        same_view=True,
+    )
+    return data, test
+
+
+def get_teacher(
+    bundle: DatasetBundle,
+    store: ImageStore,
+    modality: str,
+    profile: Profile,
+    seed: int,
+    cache_dir: Path,
+    accelerator: Any,
+    progress: bool = False,
+) -> TeacherResult:
+    """Load the cached teacher or train it; always returns it frozen in eval mode."""
+    key = teacher_key(bundle, modality, profile, seed)
+    folder = cache_dir / "teachers"
+    ckpt, meta_path = folder / f"{key}.pt", folder / f"{key}.json"
+    data, test_index = _train_data(bundle, store, modality)
+    model = create_backbone(profile.teacher_backbone, bundle.num_classes, profile.pretrained).to(accelerator.device)
+    if profile.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    meta = None
+    if ckpt.exists() and meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("sha256") != _sha256(ckpt):
+                print(f"[kdbench] teacher cache {ckpt} does not match its recorded hash; retraining it",
+                      file=sys.stderr)
+                meta = None
+            else:
+                model.load_state_dict(torch.load(ckpt, map_location=accelerator.device, weights_only=True))
+        except (json.JSONDecodeError, RuntimeError, OSError, KeyError) as err:
+            print(f"[kdbench] teacher cache {ckpt} is unreadable ({err}); retraining it", file=sys.stderr)
+            meta = None
+
+    if meta is None:
+        started = time.perf_counter()
+        spec = model.spec(profile.image_size)
+        ctx = DistillerContext(
+            student=spec, teacher=None, num_classes=bundle.num_classes, regime="same",
+            num_student_train=len(data.student_pool), num_teacher_train=len(data.teacher_pool),
+            student_labels=torch.as_tensor(data.student_labels), teacher_labels=torch.as_tensor(data.teacher_labels),
+            num_epochs=profile.teacher_epochs, steps_per_epoch=0, batch_size=profile.batch_size,
+        )
+        result = fit(
+            student=model, distiller=Baseline(ctx), teacher=None, data=data, profile=profile,
+            epochs=profile.teacher_epochs, lr=profile.teacher_lr, weights=dict(Baseline.default_weights),
+            seed=seed, accelerator=accelerator, progress=progress,
+            description=f"teacher {bundle.dataset_id}/{modality}/seed{seed}",
+        )
+        accelerator.free_memory()
+        prob = predict(model, store, test_index, profile)
+        metrics = classification_metrics(bundle.table.labels[test_index], prob)
+        meta = {
+            "key": key, "modality": modality, "dataset": bundle.dataset_id, "seed": seed,
+            "backbone": profile.teacher_backbone, "best_epoch": result.best_epoch, "val_auc": result.best_val_auc,
+            "metrics": metrics, "train_s": time.perf_counter() - started, "history": result.history,
+            "test_prob": prob.tolist(),
+        }
+        if accelerator.is_main_process:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt.with_suffix(".pt.tmp")
+            torch.save(model.state_dict(), tmp)
+            tmp.replace(ckpt)
+            meta["sha256"] = _sha256(ckpt)
+            write_json_atomic(meta_path, meta)
+        cached = False
+    else:
+        cached = True
+    accelerator.wait_for_everyone()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return TeacherResult(
+        model=model, key=key, modality=modality, metrics=meta["metrics"], val_auc=meta["val_auc"],
+        train_s=float(meta["train_s"]), cached=cached, record=meta,
+    )

@@ -1,0 +1,326 @@
+"""Training and evaluation of one network with one distiller, under Accelerate.
+
+:func:`fit` is the single training loop of the suite: students train with their
+method's distiller; teachers train with ``baseline`` on the teacher modality through
+the same loop. Model selection keeps the epoch with the best validation AUC (earliest
+on ties); the test set is never looked at during training.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from datasets.sampling import BatchPlan, ClassMatchedSampler, GroupSampler
+from methods.base import Batch, Distiller, Outputs
+
+from .backbones import Backbone
+from .inputs import ImageStore
+from .metrics import auc_score
+from .profiles import Profile
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; carries the step and every term's value."""
+
+    def __init__(self, epoch: int, step: int, terms: dict[str, float]) -> None:
+        self.epoch = epoch
+        self.step = step
+        self.terms = terms
+        bad = [k for k, v in terms.items() if not math.isfinite(v)]
+        super().__init__(
+            f"loss term(s) {bad} became non-finite at epoch {epoch}, step {step} "
+            f"(terms: {terms}). Lower the learning rate or the term's weight (--weight), "
+            "or check the input data."
+        )
+
+
+@dataclass
+class TrainData:
+    """Pools of one training job (positions refer to the :class:`ImageStore`'s table)."""
+
+    store: ImageStore
+    student_pool: np.ndarray
+    teacher_pool: np.ndarray
+    twin_position: np.ndarray
+    student_labels: np.ndarray
+    teacher_labels: np.ndarray
+    val_index: np.ndarray
+    val_labels: np.ndarray
+    num_classes: int
+    class_names: list[str]
+    same_view: bool = False
+    """``same`` regime: the teacher sees exactly the student's (augmented) input."""
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, Tensor]
+    best_epoch: int
+    best_val_auc: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+    images: int = 0
+    train_s: float = 0.0
+    underfilled: dict[int, int] = field(default_factory=dict)
+
+
+class _StepModule(nn.Module):
+    """Student + distiller as one module, so Accelerate/DDP wraps every trained part."""
+
+    def __init__(self, student: Backbone, distiller: Distiller) -> None:
+        super().__init__()
+        self.student = student
+        self.distiller = distiller
+
+    def forward(self, batch: Batch, teacher_out: Outputs | None) -> tuple[Outputs, dict[str, Tensor]]:
+        s = self.student(batch.student_x)
+        return s, self.distiller.losses(s, teacher_out, batch)
+
+
+def make_sampler(
+    distiller: Distiller, data: TrainData, profile: Profile, seed: int
+) -> ClassMatchedSampler | GroupSampler:
+    if distiller.sampler == "group":
+        group = profile.group_size or max(1, profile.batch_size // data.num_classes)
+        return GroupSampler(
+            data.student_labels, data.teacher_labels, data.twin_position, group, data.num_classes, seed,
+            data.class_names,
+        )
+    if distiller.sampler != "class_matched":
+        raise ValueError(f"method {distiller.name!r} asks for unknown sampler {distiller.sampler!r}")
+    return ClassMatchedSampler(
+        data.student_labels, data.teacher_labels, data.twin_position, profile.batch_size, seed, data.class_names
+    )
+
+
+def build_batch(
+    plan: BatchPlan,
+    data: TrainData,
+    profile: Profile,
+    generator: torch.Generator,
+    *,
+    epoch: int,
+    num_epochs: int,
+    step: int,
+    augment: bool,
+    rank_rows: slice = slice(None),
+) -> Batch:
+    s_rows = plan.student[rank_rows]
+    t_rows = plan.teacher[rank_rows]
+    device = data.store.device
+    student_x = data.store.batch(data.student_pool[s_rows], profile.normalize, augment, generator)
+    if data.same_view:
+        teacher_x = student_x
+    else:
+        teacher_x = data.store.batch(data.teacher_pool[t_rows], profile.normalize, augment, generator)
+    return Batch(
+        student_x=student_x,
+        teacher_x=teacher_x,
+        y=torch.as_tensor(data.student_labels[s_rows], dtype=torch.long, device=device),
+        twin=torch.as_tensor(plan.twin[rank_rows], dtype=torch.bool, device=device),
+        index=torch.as_tensor(s_rows, dtype=torch.long, device=device),
+        teacher_index=torch.as_tensor(t_rows, dtype=torch.long, device=device),
+        epoch=epoch,
+        num_epochs=num_epochs,
+        step=step,
+    )
+
+
+def weighted_total(terms: dict[str, Tensor], weights: dict[str, float], method: str) -> Tensor:
+    total: Tensor | None = None
+    for name, value in terms.items():
+        if name not in weights:
+            raise KeyError(
+                f"method {method!r} returned loss term {name!r} that has no weight; add it to the "
+                "method's default_weights"
+            )
+        w = weights[name]
+        if w == 0.0:
+            continue
+        total = value * w if total is None else total + value * w
+    if total is None:
+        raise RuntimeError(f"method {method!r} returned no loss term with a non-zero weight")
+    return total
+
+
+@torch.no_grad()
+def predict(
+    model: Backbone, store: ImageStore, table_index: np.ndarray, profile: Profile, batch_size: int = 256
+) -> np.ndarray:
+    """Softmax probabilities on un-augmented images, in ``table_index`` order."""
+    was_training = model.training
+    model.eval()
+    probs = []
+    for start in range(0, len(table_index), batch_size):
+        x = store.batch(table_index[start : start + batch_size], profile.normalize, augment=False)
+        probs.append(torch.softmax(model(x).logits.float(), dim=1).cpu())
+    model.train(was_training)
+    if not probs:
+        return np.zeros((0, 0))
+    return torch.cat(probs).numpy()
+
+
+class TeacherOutputCache:
+    """Teacher logits and embeddings on the un-augmented teacher pool, computed once.
+
+    Used when the profile enables ``teacher_cache`` and the method declares
+    ``teacher_augmented = False`` (it reads only logits/embedding). Cached outputs carry
+    no feature maps.
+    """
+
+    def __init__(self, teacher: Backbone, data: TrainData, profile: Profile, batch_size: int = 256) -> None:
+        logits, emb = [], []
+        teacher.eval()
+        with torch.no_grad():
+            for start in range(0, len(data.teacher_pool), batch_size):
+                x = data.store.batch(data.teacher_pool[start : start + batch_size], profile.normalize, augment=False)
+                out = teacher(x)
+                logits.append(out.logits)
+                emb.append(out.embedding)
+        self.logits = torch.cat(logits)
+        self.embedding = torch.cat(emb)
+        self.classifier = teacher.classifier
+
+    def outputs(self, teacher_index: Tensor) -> Outputs:
+        return Outputs(
+            logits=self.logits.index_select(0, teacher_index),
+            embedding=self.embedding.index_select(0, teacher_index),
+            features=[],
+            classifier=self.classifier,
+        )
+
+
+def _teacher_batches(
+    sampler: ClassMatchedSampler | GroupSampler, data: TrainData, profile: Profile, generator: torch.Generator,
+    num_epochs: int,
+) -> Callable[[], Iterator[Batch]]:
+    def gen() -> Iterator[Batch]:
+        for step, plan in enumerate(sampler.epoch(-1)):
+            yield build_batch(plan, data, profile, generator, epoch=0, num_epochs=num_epochs, step=step,
+                              augment=profile.augment)
+    return gen
+
+
+def fit(
+    *,
+    student: Backbone,
+    distiller: Distiller,
+    teacher: Backbone | None,
+    data: TrainData,
+    profile: Profile,
+    epochs: int,
+    lr: float,
+    weights: dict[str, float],
+    seed: int,
+    accelerator: Any,
+    progress: bool = False,
+    description: str = "",
+) -> FitResult:
+    """Train ``student`` with ``distiller``; keep the best-validation-AUC weights."""
+    device = accelerator.device
+    generator = torch.Generator().manual_seed(seed)
+    sampler = make_sampler(distiller, data, profile, seed)
+    distiller.bind(student, teacher)
+    distiller.to(device)
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    distiller.prepare(_teacher_batches(sampler, data, profile, generator, epochs)())
+
+    params = list(student.parameters()) + list(distiller.student_parameters())
+    if profile.optimizer == "adam":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=profile.weight_decay)
+    elif profile.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=profile.momentum, weight_decay=profile.weight_decay,
+                                    nesterov=True)
+    else:
+        raise ValueError(f"unknown optimizer {profile.optimizer!r}; use adam or sgd")
+    total_steps = max(1, epochs * len(sampler))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+    adversary = list(distiller.adversary_parameters())
+    adv_optimizer = torch.optim.Adam(adversary, lr=lr, betas=(0.5, 0.999)) if adversary else None
+
+    step_module = _StepModule(student, distiller)
+    step_module, optimizer = accelerator.prepare(step_module, optimizer)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    rank_rows = slice(rank, None, world) if world > 1 else slice(None)
+
+    cache = None
+    if teacher is not None and profile.teacher_cache and not distiller.teacher_augmented:
+        cache = TeacherOutputCache(teacher, data, profile)
+
+    result = FitResult(best_state={}, best_epoch=-1, best_val_auc=-math.inf, underfilled=dict(sampler.underfilled))
+    started = time.perf_counter()
+    step = 0
+    bar = tqdm(range(epochs), desc=description, leave=False, disable=not progress, dynamic_ncols=True)
+    for epoch in bar:
+        student.train()
+        distiller.train()
+        sums: dict[str, float] = {}
+        n_batches = 0
+        for plan in sampler.epoch(epoch):
+            batch = build_batch(plan, data, profile, generator, epoch=epoch, num_epochs=epochs, step=step,
+                                augment=profile.augment, rank_rows=rank_rows)
+            t_out: Outputs | None = None
+            if teacher is not None and distiller.needs_teacher:
+                if cache is not None:
+                    t_out = cache.outputs(batch.teacher_index)
+                else:
+                    with torch.no_grad(), accelerator.autocast():
+                        t_out = teacher(batch.teacher_x)
+            with accelerator.autocast():
+                s_out, terms = step_module(batch, t_out)
+                total = weighted_total(terms, weights, distiller.name)
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            if not all(math.isfinite(v) for v in values.values()) or not math.isfinite(float(total.detach())):
+                raise NonFiniteLossError(epoch, step, values)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(total)
+            optimizer.step()
+            scheduler.step()
+            distiller.after_step(batch)
+            if adv_optimizer is not None:
+                adv_terms = distiller.adversary_losses(s_out.detach(), t_out, batch)
+                if adv_terms:
+                    adv_total = sum(adv_terms.values())
+                    adv_optimizer.zero_grad(set_to_none=True)
+                    accelerator.backward(adv_total)
+                    adv_optimizer.step()
+                    for k, v in adv_terms.items():
+                        values[f"adv_{k}"] = float(v.detach())
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_batches += 1
+            step += 1
+            result.images += batch.size
+        entry: dict[str, Any] = {"epoch": epoch, "loss": {k: v / max(1, n_batches) for k, v in sums.items()}}
+        if (epoch + 1) % profile.val_every == 0 or epoch == epochs - 1:
+            prob = predict(student, data.store, data.val_index, profile)
+            val_auc = auc_score(data.val_labels, prob) if len(prob) else float("nan")
+            entry["val_auc"] = val_auc
+            score = val_auc if math.isfinite(val_auc) else -math.inf
+            if score > result.best_val_auc or result.best_epoch < 0:
+                result.best_val_auc = score
+                result.best_epoch = epoch
+                result.best_state = copy.deepcopy(accelerator.unwrap_model(step_module).student.state_dict())
+            bar.set_postfix(val_auc=f"{val_auc:.3f}")
+        result.history.append(entry)
+    result.steps = step
+    result.train_s = time.perf_counter() - started
+    student.load_state_dict(result.best_state)
+    student.eval()
+    return result
