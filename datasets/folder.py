@@ -42,6 +42,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -50,7 +51,7 @@ import numpy as np
 
 from .base import DataError, ImageTable, LoadOptions, RawDataset
 from .catalog import register_layout
-from .images import load_images, log_warning
+from .images import NBI_RED_RATIO, load_images, log_warning, nbi_by_colour
 
 WLI, NBI, SINGLE = "wli", "nbi", "img"
 _WLI_NAMES = {"wl", "wli", "wle", "whitelight", "whitelightimaging", "whitelightendoscopy", "white"}
@@ -345,13 +346,14 @@ def build_raw(
     notes: list[str] | None = None,
     images_fn: Callable[[list[Entry], np.ndarray, np.ndarray], tuple[list[Entry], np.ndarray, np.ndarray]]
     | None = None,
+    modality_hint: str = "",
 ) -> RawDataset:
     """Decode the entries and assemble the :class:`RawDataset` (shared by every layout).
 
     ``images_fn`` may post-process ``(entries, images, twin)`` after decoding (e.g. assign
     modalities by colour) and returns them, possibly changed.
     """
-    notes = list(notes or [])
+    notes = notes if notes is not None else []  # shared with images_fn, which may add to it
     if not entries:
         raise DataError(f"{root}: no image files found. Expected the layout {GENERIC_LAYOUT}.")
     paths = [e.path for e in entries]
@@ -395,6 +397,7 @@ def build_raw(
                 raise DataError(
                     f"{root}: no decodable {mod} image of class {cname!r}; the teacher and the student need "
                     f"every class in both modalities. Add readable {mod} images of {cname!r} or remove the class."
+                    + (f" {modality_hint}" if modality_hint else "")
                 )
     provenance = {
         "layout": layout,
@@ -412,6 +415,83 @@ def build_raw(
         provenance=provenance,
         notes=notes,
     )
+
+
+MODALITY_LIST_HELP = (
+    "a CSV with header file,modality: file is the image path relative to the dataset folder "
+    "(or its bare name when unique), modality is wli or nbi (aliases such as WL, White_light accepted)"
+)
+
+
+def read_modality_list(path: Path, base: Path, entries: list[Entry]) -> list[str]:
+    """Modality of every entry from a ``file,modality`` CSV (``--modality-list``)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"modality list {path} not found. --modality-list takes {MODALITY_LIST_HELP}.")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip().lower() for h in next(reader, [])]
+        if "file" not in header or "modality" not in header:
+            raise DataError(f"{path}: header must be file,modality; found {header or 'an empty file'}.")
+        fcol, mcol = header.index("file"), header.index("modality")
+        listed: dict[str, str] = {}
+        for n, row in enumerate(reader, start=2):
+            if not any(c.strip() for c in row):
+                continue
+            if len(row) <= max(fcol, mcol):
+                raise DataError(f"{path}: line {n} has {len(row)} column(s); expected file,modality.")
+            mod = modality_of(row[mcol])
+            if mod is None:
+                raise DataError(f"{path}: line {n}: modality {row[mcol]!r} is neither wli nor nbi (or an alias).")
+            listed[row[fcol].strip().replace("\\", "/").removeprefix("./")] = mod
+    names = Counter(e.path.name for e in entries)
+    out, missing = [], []
+    for e in entries:
+        rel = e.path.relative_to(base).as_posix()
+        mod = listed.get(rel)
+        if mod is None and names[e.path.name] == 1:
+            mod = listed.get(e.path.name)
+        if mod is None:
+            missing.append(rel)
+        out.append(mod or "")
+    if missing:
+        raise DataError(
+            f"{path} gives no modality for {len(missing)} of {len(entries)} image(s), e.g. "
+            f"{', '.join(missing[:3])}. Add a line per image ({MODALITY_LIST_HELP}), or leave out "
+            "--modality-list to call modalities by the colour heuristic."
+        )
+    return out
+
+
+def modality_assigner(
+    dataset: str, base: Path, options: LoadOptions, notes: list[str]
+) -> Callable[[list[Entry], np.ndarray, np.ndarray], tuple[list[Entry], np.ndarray, np.ndarray]]:
+    """An ``images_fn`` for :func:`build_raw` setting WLI/NBI from the list or by colour.
+
+    With ``options.modality_list`` each image's modality comes from that CSV; otherwise
+    :func:`datasets.images.nbi_by_colour` decides, and one printed line (also kept in
+    ``notes``) says how many frames it called NBI.
+    """
+
+    def assign(entries: list[Entry], images: np.ndarray, twin: np.ndarray):
+        if options.modality_list is not None:
+            mods = read_modality_list(Path(options.modality_list), base, entries)
+            msg = f"{dataset}: modalities from {options.modality_list}: {mods.count(NBI)} NBI, {mods.count(WLI)} WLI"
+        else:
+            nbi = nbi_by_colour(images)
+            mods = [NBI if x else WLI for x in nbi]
+            msg = (
+                f"{dataset}: colour heuristic called {int(nbi.sum())} of {len(nbi)} frames NBI "
+                f"(mean R / mean(G,B) < {NBI_RED_RATIO} over non-black, non-specular pixels); "
+                "pass --modality-list FILE (CSV file,modality) to set modalities explicitly"
+            )
+        log_warning(msg)
+        notes.append(msg)
+        for e, m in zip(entries, mods, strict=True):
+            e.modality = m
+        return entries, images, twin
+
+    return assign
 
 
 @register_layout("folder")

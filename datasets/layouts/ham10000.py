@@ -1,0 +1,191 @@
+"""HAM10000 (Tschandl, Rosendahl & Kittler, Sci. Data 2018; the ISIC 2018 task 3 training set).
+
+Layout read (``--data ham10000 --data-root R`` reads ``R/ham10000``)::
+
+    <root>/HAM10000_metadata.csv                  lesion_id,image_id,dx,dx_type,age,sex,localization
+    <root>/HAM10000_images_part_1/ISIC_0024306.jpg
+    <root>/HAM10000_images_part_2/ISIC_0032258.jpg
+
+The metadata file may also sit one folder below the root, and may be the Dataverse's
+tab-separated ``HAM10000_metadata.tab``. Images are found by file stem (``image_id``)
+anywhere below the root, so the two part folders, a single merged folder and the
+Kaggle copy (which ships each part twice, upper- and lower-case) all work; a stem found
+twice is read from its first path in sorted order.
+
+* **Classes** (the ``dx`` column), in the order of the suite's synthetic twin (most to
+  fewest images): nv, mel, bkl, bcc, akiec, vasc, df. Rows with another ``dx`` are
+  dropped with a note.
+* **Lesion id**: ``lesion_id`` (``HAM_0000118``); the 10,015 images show 7,470 lesions,
+  several photographed more than once, so splits are drawn by lesion (the release has
+  no official split; the catalogue draws class-stratified lesion-level splits).
+* **Modality**: one, ``derm`` (dermoscopy): the ``same`` regime only.
+
+Rows whose image file is missing are dropped (counted in the notes); images on disk
+that the CSV does not name are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..base import DataError, LoadOptions, RawDataset
+from ..catalog import register_layout
+from ..folder import Entry, build_raw, check_root, subdirs
+from ..images import log_warning
+
+MODALITY = "derm"
+CLASSES = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]
+METADATA_NAMES = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata")
+LAYOUT = (
+    "<root>/HAM10000_metadata.csv (columns lesion_id,image_id,dx) with the images under "
+    "<root>/HAM10000_images_part_1/ and <root>/HAM10000_images_part_2/ as <image_id>.jpg"
+)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+# ----------------------------------------------------------------- helpers shared by the ISIC/APTOS layouts
+def find_file(root: Path, names: Iterable[str]) -> Path | None:
+    """The first of ``names`` (case-insensitive) in ``root`` or one folder below it."""
+    wanted = [n.casefold() for n in names]
+    for folder in [root, *subdirs(root)]:
+        by_name = {p.name.casefold(): p for p in folder.iterdir() if p.is_file()}
+        for name in wanted:
+            if name in by_name:
+                return by_name[name]
+    return None
+
+
+def missing_file_error(root: Path, name: str, dataset: str, layout: str) -> DataError:
+    return DataError(
+        f"{root}: {name} not found (looked in {root} and its sub-folders one level down). The {dataset} "
+        f"layout is {layout}. Put {name} from the official release there, or use folder:/path for the "
+        "generic layout."
+    )
+
+
+def read_table(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV (or tab-separated) file as dicts with stripped keys and values."""
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    first = text.splitlines()[0] if text.strip() else ""
+    delimiter = "\t" if first.count("\t") > first.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    if not reader.fieldnames:
+        raise DataError(f"{path} is empty; restore it from the official release.")
+    rows = []
+    for row in reader:
+        clean = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        if any(clean.values()):
+            rows.append(clean)
+    return rows
+
+
+def require_columns(path: Path, rows: list[dict[str, str]], columns: Iterable[str]) -> None:
+    header = list(rows[0]) if rows else []
+    missing = [c for c in columns if c not in header]
+    if missing or not rows:
+        raise DataError(
+            f"{path}: expected columns {', '.join(columns)}; "
+            + (f"missing {', '.join(missing)} (found {', '.join(header)})." if rows else "the file has no rows.")
+            + " Use the file from the official release unchanged."
+        )
+
+
+def index_images(folder: Path) -> tuple[dict[str, Path], int]:
+    """(file stem -> path, number of stems seen more than once) for image files below ``folder``.
+
+    Hidden files and folders are skipped; on a repeated stem the first path in sorted
+    order wins.
+    """
+    found: dict[str, Path] = {}
+    repeats = 0
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).parts
+        if any(part.startswith(".") for part in rel) or p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file():
+            continue
+        if p.stem in found:
+            repeats += 1
+            continue
+        found[p.stem] = p
+    return found, repeats
+
+
+def note(notes: list[str], message: str, warn: bool = True) -> None:
+    notes.append(message)
+    if warn:
+        log_warning(message)
+
+
+def finish(
+    entries: list[Entry],
+    classes: list[str],
+    options: LoadOptions,
+    *,
+    root: Path,
+    layout: str,
+    notes: list[str],
+    modality: str,
+) -> RawDataset:
+    """Decode the entries of a single-modality layout into a :class:`RawDataset`."""
+    if not entries:
+        raise DataError(f"{root}: none of the images the CSV names was found. Expected the layout {layout}.")
+    return build_raw(
+        entries,
+        classes,
+        options,
+        root=root,
+        layout=layout,
+        student_modality=modality,
+        teacher_modality=modality,
+        notes=notes,
+    )
+
+
+# ----------------------------------------------------------------- the loader
+@register_layout("ham10000")
+def load(root: Path, options: LoadOptions) -> RawDataset:
+    root = check_root(root, "HAM10000", LAYOUT)
+    meta = find_file(root, METADATA_NAMES)
+    if meta is None:
+        raise missing_file_error(root, "HAM10000_metadata.csv", "HAM10000", LAYOUT)
+    rows = read_table(meta)
+    require_columns(meta, rows, ("lesion_id", "image_id", "dx"))
+    images, repeats = index_images(root)
+    notes: list[str] = []
+    if repeats:
+        note(notes, f"ham10000: {repeats} image file(s) repeat a file name seen earlier; the first copy is read", False)
+
+    label_of = {c: k for k, c in enumerate(CLASSES)}
+    lesion_label: dict[str, int] = {}
+    entries: list[Entry] = []
+    other: dict[str, int] = {}
+    missing = 0
+    seen: set[str] = set()
+    for row in rows:
+        image_id, dx = row["image_id"], row["dx"].casefold()
+        if not image_id or image_id in seen:
+            continue
+        seen.add(image_id)
+        if dx not in label_of:
+            other[dx] = other.get(dx, 0) + 1
+            continue
+        path = images.get(image_id)
+        if path is None:
+            missing += 1
+            continue
+        lesion = row["lesion_id"] or image_id
+        label = label_of[dx]
+        if lesion_label.setdefault(lesion, label) != label:
+            raise DataError(
+                f"{meta}: lesion {lesion!r} has images with dx {CLASSES[lesion_label[lesion]]!r} and {dx!r}; "
+                "a lesion must have one diagnosis. Fix the lesion_id or dx column."
+            )
+        entries.append(Entry(path=path, modality=MODALITY, label=label, rel=image_id, lesion=lesion))
+    if other:
+        listed = ", ".join(f"{k or '(empty)'} x{v}" for k, v in sorted(other.items()))
+        note(notes, f"ham10000: dropped {sum(other.values())} row(s) with a dx outside {', '.join(CLASSES)}: {listed}")
+    if missing:
+        note(notes, f"ham10000: {missing} image(s) named in {meta.name} were not found below {root}; dropped")
+    return finish(entries, CLASSES, options, root=root, layout=LAYOUT, notes=notes, modality=MODALITY)
