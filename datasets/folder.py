@@ -14,7 +14,8 @@ beside them are ignored with a warning. Single-modality data puts the class fold
 directly under the root (``<root>/<class>/<image>``); its modality is ``img`` and it
 serves the ``same`` regime only.
 
-* **Classes** are the class folder names, label = index in sorted order, unless
+* **Classes** are the class folder names, label = index in case-insensitive sorted
+  order (spelled as in the WLI folder), unless
   ``classes.txt`` lists them (then label = line number; for two classes the second line
   is the positive class of the AUC). Class folders are matched across modalities
   case-insensitively. A class present in one modality only is an **error**: the NBI
@@ -196,7 +197,7 @@ def scan_classes(
     """
     per_mod: dict[str, dict[str, Path]] = {}
     spelling: dict[str, str] = {}
-    for mod, mdir in mod_dirs.items():
+    for mod, mdir in sorted(mod_dirs.items(), key=lambda kv: kv[0] != WLI):  # WLI spelling wins
         per_mod[mod] = {}
         for cdir in subdirs(mdir):
             key = cdir.name.casefold()
@@ -214,7 +215,7 @@ def scan_classes(
                     "Merge them."
                 )
             per_mod[mod][name] = cdir
-    names = sorted({n for classes in per_mod.values() for n in classes})
+    names = sorted({n for classes in per_mod.values() for n in classes}, key=lambda n: (n.casefold(), n))
     return per_mod, names
 
 
@@ -527,7 +528,7 @@ def load_folder(root: Path, options: LoadOptions) -> RawDataset:
                 log_warning(f"ignored empty folder {d}")
         mod_dirs = {SINGLE: root}
         per_mod = {SINGLE: {d.name: d for d in class_dirs}}
-        names = sorted(d.name for d in class_dirs)
+        names = sorted((d.name for d in class_dirs), key=lambda n: (n.casefold(), n))
         student = teacher = SINGLE
     classes = read_class_order(root, names) or names
     entries = entries_from_tree(per_mod, classes, mod_dirs)
