@@ -124,19 +124,20 @@ def finish(
     options: LoadOptions,
     *,
     root: Path,
+    name: str,
     layout: str,
     notes: list[str],
     modality: str,
 ) -> RawDataset:
-    """Decode the entries of a single-modality layout into a :class:`RawDataset`."""
+    """Decode the entries of a single-modality layout ``name`` into a :class:`RawDataset`."""
     if not entries:
-        raise DataError(f"{root}: none of the images the CSV names was found. Expected the layout {layout}.")
+        raise DataError(f"{root}: none of the images the CSV names was found. Expected the {name} layout {layout}.")
     return build_raw(
         entries,
         classes,
         options,
         root=root,
-        layout=layout,
+        layout=name,
         student_modality=modality,
         teacher_modality=modality,
         notes=notes,
@@ -188,4 +189,4 @@ def load(root: Path, options: LoadOptions) -> RawDataset:
         note(notes, f"ham10000: dropped {sum(other.values())} row(s) with a dx outside {', '.join(CLASSES)}: {listed}")
     if missing:
         note(notes, f"ham10000: {missing} image(s) named in {meta.name} were not found below {root}; dropped")
-    return finish(entries, CLASSES, options, root=root, layout=LAYOUT, notes=notes, modality=MODALITY)
+    return finish(entries, CLASSES, options, root=root, name="ham10000", layout=LAYOUT, notes=notes, modality=MODALITY)
