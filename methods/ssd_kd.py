@@ -301,6 +301,7 @@ class SSDKD(Distiller):
                     rows += len(target)
                 scheduler.step()
                 self.ss_history.append({"loss": total / max(1, rows), "accuracy": correct / max(1, rows)})
+        head.zero_grad(set_to_none=True)
         head.requires_grad_(False)
         head.eval()
         self.prepared = True

@@ -1,0 +1,370 @@
+"""CRCKD and SSD-KD: each loss term on hand-checkable inputs, the mean-teacher update, the
+class-guided memory banks, the rotation batch layout, and gradient routing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmark.backbones import create_backbone
+from methods import Batch, DistillerContext, create
+from methods.crckd import (
+    ClassIndex,
+    ContrastBank,
+    ema_update,
+    inverse_frequency_weights,
+    nce_loss,
+    random_rot_flip,
+    relation_kl,
+    sigmoid_rampup,
+    softmax_kl,
+)
+from methods.ssd_kd import (
+    ConvReg,
+    channel_relation_loss,
+    gram_matrix,
+    interleave_rotations,
+    original_rows,
+    ranked_keep,
+    rkd_angle,
+    rkd_distance,
+    rotation_batch,
+    rotation_similarity,
+    rotation_targets,
+)
+
+SIZE = 16
+C = 3
+N = 24
+
+
+# ------------------------------------------------------------------------------ CRCKD pieces
+def test_sigmoid_rampup_values() -> None:
+    assert sigmoid_rampup(0, 30) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(15, 30) == pytest.approx(math.exp(-1.25))
+    assert sigmoid_rampup(30, 30) == 1.0 and sigmoid_rampup(50, 30) == 1.0
+    assert sigmoid_rampup(3, 0) == 1.0
+
+
+def test_ema_update_arithmetic() -> None:
+    student = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1)).requires_grad_(False)
+    ema = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1)).requires_grad_(False)
+    with torch.no_grad():
+        student[0].weight.fill_(1.0)
+        ema[0].weight.fill_(0.0)
+        student[1].running_mean.fill_(2.0)
+        student[1].num_batches_tracked.fill_(7)
+    # step 0: alpha = min(1 - 1/1, 0.99) = 0 -> a copy of the student
+    assert ema_update(ema, student, 0.99, step=0) == 0.0
+    assert float(ema[0].weight) == 1.0 and float(ema[1].running_mean) == 2.0
+    assert int(ema[1].num_batches_tracked) == 7
+    # step 9: alpha = min(0.9, 0.99) = 0.9 -> 0.9 * 1 + 0.1 * 3 = 1.2
+    with torch.no_grad():
+        student[0].weight.fill_(3.0)
+    assert ema_update(ema, student, 0.99, step=9) == pytest.approx(0.9)
+    assert float(ema[0].weight) == pytest.approx(1.2)
+    # late steps use the decay itself: 0.99 * 1.2 + 0.01 * 3 = 1.218
+    assert ema_update(ema, student, 0.99, step=10_000) == pytest.approx(0.99)
+    assert float(ema[0].weight) == pytest.approx(1.218)
+
+
+def test_inverse_frequency_weights() -> None:
+    w = inverse_frequency_weights(torch.tensor([0, 0, 0, 1]), 3)
+    assert w.tolist() == pytest.approx([4 / 3, 4.0, 0.0])
+
+
+def test_nce_loss_by_hand() -> None:
+    # P = 2, K = 2, bank of 4: noise m * Pn = 2/4 = 0.5.
+    scores = torch.tensor([[0.5, 1.5, 0.5, 0.25]])
+    # -( (ln(.5/1) + ln(1.5/2)) / 2 + ln(.5/1) + ln(.5/.75) )
+    expected = -((math.log(0.5) + math.log(0.75)) / 2 + math.log(0.5) + math.log(2 / 3))
+    assert float(nce_loss(scores, num_pos=2, bank_size=4)) == pytest.approx(expected, abs=1e-5)
+    assert expected == pytest.approx(1.589027, abs=1e-5)
+
+
+def test_contrast_bank_scores_normaliser_and_update() -> None:
+    bank = ContrastBank(size=2, dim=2, momentum=0.5)
+    bank.memory.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    out = bank.scores(torch.tensor([[1.0, 0.0]]), torch.tensor([[0, 1]]), temperature=1.0)
+    # raw exp scores (e, 1); Z = mean * bank size = e + 1, fixed from the first call on
+    e = math.e
+    assert out[0].tolist() == pytest.approx([e / (e + 1), 1 / (e + 1)])
+    assert float(bank.z) == pytest.approx(e + 1)
+    again = bank.scores(torch.tensor([[0.0, 1.0]]), torch.tensor([[0, 1]]), temperature=1.0)
+    assert again[0].tolist() == pytest.approx([1 / (e + 1), e / (e + 1)])
+    bank.update(torch.tensor([0]), torch.tensor([[0.0, 1.0]]))
+    s = 1 / math.sqrt(2)
+    assert bank.memory[0].tolist() == pytest.approx([s, s]) and bank.memory[1].tolist() == [0.0, 1.0]
+
+
+def test_bank_centroids_are_relu_class_means() -> None:
+    index = ClassIndex(torch.tensor([0, 1, 0]), 2, num_pos=1, num_neg=1)
+    bank = ContrastBank(size=3, dim=2, momentum=0.5)
+    bank.memory.copy_(torch.tensor([[1.0, -1.0], [0.5, 0.5], [3.0, 1.0]]))
+    assert bank.centroids(index, 2).tolist() == [[2.0, 0.5], [0.5, 0.5]]
+
+
+def test_relation_kl_by_hand() -> None:
+    anchors = torch.eye(2)
+    f_s, f_t = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    # softmax([0,1]) vs softmax([1,0]): KL = (p - q) ln(p/q) with p/q = e -> tanh(1/2)
+    assert float(relation_kl(f_s, anchors, f_t, anchors, 1.0)) == pytest.approx(math.tanh(0.5), abs=1e-6)
+    assert float(relation_kl(f_t, anchors, f_t, anchors, 0.07)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_softmax_kl_by_hand() -> None:
+    s, t = torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3.0), 0.0]])
+    assert float(softmax_kl(s, t)) == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5), abs=1e-6)
+
+
+def test_memory_bank_positives_same_class_negatives_other_class() -> None:
+    torch.manual_seed(0)
+    labels = torch.tensor([0] * 5 + [1] * 3 + [2] * 7)
+    index = ClassIndex(labels, 3, num_pos=20, num_neg=4096)
+    assert index.num_pos == 3  # capped by the smallest class
+    assert index.num_neg == 15 - 7  # capped by the fewest other-class images (class 2)
+    anchors = torch.tensor([0, 4, 5, 7, 9, 14, 2])
+    drawn = index.sample(anchors)
+    assert drawn.shape == (len(anchors), 3 + 8)
+    for row, a in zip(drawn, anchors, strict=True):
+        assert int(row[0]) == int(a)  # the anchor's own entry is the first positive
+        assert (labels[row[:3]] == labels[a]).all()
+        assert (labels[row[3:]] != labels[a]).all()
+        assert len(set(row.tolist())) == len(row)  # without replacement
+
+
+def test_random_rot_flip_gives_a_dihedral_view_of_each_image() -> None:
+    torch.manual_seed(1)
+    x = torch.rand(16, 3, 5, 5)
+    y = random_rot_flip(x)
+    seen = set()
+    for a, b in zip(x, y, strict=True):
+        views = {(f, k): torch.rot90(a.flip(-2) if f else a, k, dims=(-2, -1)) for f in (0, 1) for k in range(4)}
+        hits = [key for key, v in views.items() if torch.equal(v, b)]
+        assert hits
+        seen.update(hits)
+    assert len(seen) > 2  # different transforms across the batch
+
+
+# ------------------------------------------------------------------------------ end-to-end fixtures
+def make_ctx(student: nn.Module, teacher: nn.Module | None, regime: str, epochs: int = 4) -> DistillerContext:
+    labels = torch.arange(N) % C
+    return DistillerContext(
+        student=student.spec(SIZE),
+        teacher=teacher.spec(SIZE) if teacher is not None else None,
+        num_classes=C,
+        regime=regime,
+        num_student_train=N,
+        num_teacher_train=N,
+        student_labels=labels,
+        teacher_labels=labels,
+        num_epochs=epochs,
+        steps_per_epoch=3,
+        batch_size=6,
+    )
+
+
+def make_batch(epoch: int, epochs: int = 4, step: int = 0, same: bool = True, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randperm(N, generator=g)[:6]
+    teacher_index = index if same else torch.randperm(N, generator=g)[:6]
+    y = index % C
+    if not same:  # class-matched pseudo-pairs: a teacher row of the student row's class
+        teacher_index = (teacher_index // C) * C + y
+    x = torch.rand(6, 3, SIZE, SIZE, generator=g)
+    tx = x if same else torch.rand(6, 3, SIZE, SIZE, generator=g)
+    return Batch(
+        student_x=x, teacher_x=tx, y=y, twin=torch.full((6,), same), index=index,
+        teacher_index=teacher_index, epoch=epoch, num_epochs=epochs, step=step,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def nets() -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    student = create_backbone("kdbench_cnn4", C)
+    teacher = create_backbone("kdbench_cnn4", C)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return student, teacher
+
+
+def grads(module: nn.Module) -> list[bool]:
+    return [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in module.parameters()]
+
+
+# ------------------------------------------------------------------------------ CRCKD end to end
+def test_crckd_schedule_ema_and_gradients(nets: tuple[nn.Module, nn.Module]) -> None:
+    student, _ = nets
+    student.zero_grad(set_to_none=True)
+    d = create("crckd", make_ctx(student, None, "same", epochs=8))
+    d.bind(student, None)
+    assert d.start_epoch(8) == 2  # 20 of 80 epochs, scaled
+    assert not set(map(id, d.ema.parameters())) & set(map(id, d.student_parameters()))
+
+    early = make_batch(epoch=1, epochs=8)
+    terms = d.losses(student(early.student_x), None, early)
+    assert set(terms) == {"ce", "ccd"}  # consistency and CRP start at epoch 2
+
+    late = make_batch(epoch=3, epochs=8, seed=1)
+    s = student(late.student_x)
+    terms = d.losses(s, None, late)
+    assert set(terms) == {"ce", "ccd", "consistency", "crp"}
+    assert all(torch.isfinite(v) for v in terms.values())
+    # the consistency term carries the ramp-up exp(-5 (1 - 3/3)^2) = 1 at epoch 3 of 8 (ramp over 3 epochs)
+    assert d.rampup(3, 8) == 1.0 and d.rampup(1, 8) == pytest.approx(math.exp(-5 * (1 - 1 / 3) ** 2))
+    sum(terms.values()).backward()
+    assert any(grads(student)) and all(grads(d.embed_s)) and any(grads(d.embed_t))
+    assert all(p.grad is None for p in d.ema.parameters())
+
+    before = [p.clone() for p in d.ema.parameters()]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    d.after_step(make_batch(epoch=3, epochs=8, step=500))
+    moved = [float((p - b).abs().max()) for p, b in zip(d.ema.parameters(), before, strict=True)]
+    assert all(m == pytest.approx(0.01, rel=1e-3) for m in moved)  # 0.01 * (+1)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.sub_(1.0)
+
+
+def test_crckd_nbi_uses_teacher_bank_and_never_grads_the_teacher(nets: tuple[nn.Module, nn.Module]) -> None:
+    student, teacher = nets
+    student.zero_grad(set_to_none=True)
+    d = create("crckd-nbi", make_ctx(student, teacher, "unpaired"))
+    d.bind(student, teacher)
+    batch = make_batch(epoch=3, same=False)
+    bank_t = d.bank_t.memory.clone()
+    bank_s = d.bank_s.memory.clone()
+    with torch.no_grad():
+        t = teacher(batch.teacher_x)
+    terms = d.losses(student(batch.student_x), t, batch)
+    assert set(terms) == {"ce", "ccd", "consistency", "crp"}
+    changed_t = (d.bank_t.memory != bank_t).any(dim=1)
+    changed_s = (d.bank_s.memory != bank_s).any(dim=1)
+    assert set(torch.nonzero(changed_t).flatten().tolist()) == set(batch.teacher_index.tolist())
+    assert set(torch.nonzero(changed_s).flatten().tolist()) == set(batch.index.tolist())
+    sum(terms.values()).backward()
+    assert any(grads(student)) and all(p.grad is None for p in teacher.parameters())
+
+
+# ------------------------------------------------------------------------------ SSD-KD pieces
+def test_rotation_batch_layout_is_sample_major() -> None:
+    x = torch.arange(2 * 1 * 2 * 2, dtype=torch.float32).reshape(2, 1, 2, 2)
+    r = rotation_batch(x)
+    assert r.shape == (8, 1, 2, 2)
+    for b in range(2):
+        for k in range(4):
+            assert torch.equal(r[4 * b + k], torch.rot90(x[b], k, dims=(-2, -1)))
+            # the same direction as numpy.rot90 on an H x W image (the released loader)
+            assert np.array_equal(r[4 * b + k, 0].numpy(), np.rot90(x[b, 0].numpy(), k))
+    assert original_rows(8).tolist() == [True, False, False, False] * 2
+    assert rotation_targets(2).tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_rotation_similarity_rows_and_columns() -> None:
+    feats = torch.tensor([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4)  # each view like its own original
+    sim = rotation_similarity(feats)
+    assert sim.shape == (6, 2)
+    assert sim.argmax(dim=1).tolist() == rotation_targets(2).tolist()
+    assert sim.tolist() == [[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 3
+
+
+def test_ranked_keep_by_hand() -> None:
+    scores = torch.tensor([[3.0, 1.0, 0.0], [0.0, 1.0, 3.0], [1.0, 3.0, 0.0], [0.0, 3.0, 1.0]])
+    target = torch.tensor([0, 0, 0, 1])  # target ranks 0, 2, 1, 0
+    assert ranked_keep(scores, target, 1.0).tolist() == [0, 1, 2, 3]
+    assert ranked_keep(scores, target, 0.5).tolist() == [0, 2, 3]  # int(0.5 * 2) = 1 wrong row, best ranked
+    assert ranked_keep(scores, target, 0.0).tolist() == [0, 3]
+
+
+def test_rkd_terms() -> None:
+    torch.manual_seed(0)
+    t = torch.randn(5, 4)
+    assert float(rkd_distance(2.0 * t, t)) == pytest.approx(0.0, abs=1e-6)  # scale invariant
+    assert float(rkd_angle(3.0 * t + 1.0, t)) == pytest.approx(0.0, abs=1e-6)
+    # three points: teacher distances (1, 1, sqrt 2), student (2, 1, sqrt 5), each over its mean
+    t3 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    s3 = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    dt = np.array([1.0, 1.0, math.sqrt(2)])
+    ds = np.array([2.0, 1.0, math.sqrt(5)])
+    diff = np.abs(ds / ds.mean() - dt / dt.mean())
+    huber = np.where(diff < 1, 0.5 * diff**2, diff - 0.5)
+    assert float(rkd_distance(s3, t3)) == pytest.approx(2 * huber.sum() / 9, abs=1e-6)  # 9 matrix entries
+    # right angle at point 0 in the teacher; the student keeps it: the (1,0,2) cosine is 0 in both
+    assert float(rkd_angle(s3, t3)) > 0
+
+
+def test_gram_and_channel_relation_by_hand() -> None:
+    f = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])  # (1, 2, 1, 2)
+    assert gram_matrix(f)[0].tolist() == [[1.25, 2.75], [2.75, 6.25]]  # F F^T / (C H W = 4)
+    expected = math.sqrt((1.25**2 + 2 * 2.75**2 + 6.25**2) / 4)
+    assert float(channel_relation_loss(f, torch.zeros_like(f))) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("s_size", "t_size"), [(8, 4), (4, 8), (4, 4), (4, 2), (2, 8)])
+def test_conv_regressor_shapes(s_size: int, t_size: int) -> None:
+    reg = ConvReg(5, (s_size, s_size), 7, (t_size, t_size))
+    assert reg(torch.rand(2, 5, s_size, s_size)).shape == (2, 7, t_size, t_size)
+
+
+def test_interleaved_teacher_views_equal_a_joint_forward(nets: tuple[nn.Module, nn.Module]) -> None:
+    _, teacher = nets
+    x = torch.rand(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        joint = teacher(rotation_batch(x))
+        parts = interleave_rotations(teacher(x), teacher(rotation_batch(x, turns=(1, 2, 3))))
+    for a, b in ((joint.logits, parts.logits), (joint.embedding, parts.embedding)):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(joint.features[-1], parts.features[-1], atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ SSD-KD end to end
+def test_ssd_kd_prepare_then_losses_and_gradients(nets: tuple[nn.Module, nn.Module]) -> None:
+    student, teacher = nets
+    student.zero_grad(set_to_none=True)
+    d = create("ssd-kd", make_ctx(student, teacher, "same"), ss_epochs=3)
+    d.bind(student, teacher)
+    batch = make_batch(epoch=0)
+    with pytest.raises(RuntimeError, match="prepare"):
+        d.losses(student(batch.student_x), None, batch)
+    head_before = [p.clone() for p in d.proj_t.parameters()]
+    d.prepare(iter([make_batch(0, seed=k) for k in range(3)]))
+    assert len(d.ss_history) == 3
+    assert any(not torch.equal(a, b) for a, b in zip(d.proj_t.parameters(), head_before, strict=True))
+    assert not any(p.requires_grad for p in d.proj_t.parameters())
+    assert not set(map(id, d.proj_t.parameters())) & set(map(id, d.student_parameters()))
+
+    with torch.no_grad():
+        t = teacher(batch.teacher_x)
+    terms = d.losses(student(batch.student_x), t, batch)
+    assert set(terms) == set(d.default_weights) == {"ce", "kd", "tf", "ss", "rkd", "gram"}
+    assert all(torch.isfinite(v) for v in terms.values())
+    sum(w * terms[k] for k, w in d.default_weights.items()).backward()
+    assert any(grads(student)) and any(grads(d.proj_s)) and any(grads(d.regressor))
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is None for p in d.proj_t.parameters())
+
+
+def test_ssd_kd_kd_term_uses_the_unrotated_views(nets: tuple[nn.Module, nn.Module]) -> None:
+    from methods.kd import kd_loss
+
+    student, teacher = nets
+    d = create("ssd-kd", make_ctx(student, teacher, "unpaired"), ss_epochs=1)
+    d.bind(student, teacher)
+    batch = make_batch(epoch=0, same=False)
+    d.prepare([batch])
+    student.eval()  # eval mode: the 0-degree rows of the rotation batch equal a plain forward
+    try:
+        with torch.no_grad():
+            t = teacher(batch.teacher_x)
+            s = student(batch.student_x)
+            terms = d.losses(s, t, batch)
+        assert float(terms["kd"]) == pytest.approx(float(kd_loss(s.logits, t.logits, 4.0)), rel=1e-4)
+    finally:
+        student.train()
