@@ -164,6 +164,7 @@ def get_teacher(
         cached = True
     accelerator.wait_for_everyone()
     model.eval()
+    model.zero_grad(set_to_none=True)
     for p in model.parameters():
         p.requires_grad_(False)
     return TeacherResult(

@@ -319,6 +319,7 @@ def fit(
                 result.best_state = copy.deepcopy(accelerator.unwrap_model(step_module).student.state_dict())
             bar.set_postfix(val_auc=f"{val_auc:.3f}")
         result.history.append(entry)
+    optimizer.zero_grad(set_to_none=True)
     result.steps = step
     result.train_s = time.perf_counter() - started
     student.load_state_dict(result.best_state)

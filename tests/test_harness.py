@@ -1,0 +1,172 @@
+"""The harness end to end on the smoke profile: run files, resume, frozen teacher,
+determinism, failed and unsupported runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import benchmark
+from benchmark.config import RunConfig
+from benchmark.profiles import get_profile
+from benchmark.runfile import iter_runs, read_run, write_json_atomic
+from benchmark.runner import Session
+from benchmark.train import TrainData, fit
+from datasets.splits import check_no_lesion_leak
+from methods import DistillerContext
+from methods.kd import HintonKD
+
+
+@pytest.fixture(scope="module")
+def smoke_session(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    return Session(tmp_path_factory.mktemp("session"))
+
+
+def _cfg(method: str, regime: str = "unpaired", seed: int = 0) -> RunConfig:
+    return RunConfig(dataset="synth", regime=regime, method=method, seed=seed, profile=get_profile("smoke"))
+
+
+def test_synthetic_bundle_has_no_lesion_in_two_splits(smoke_session: Session) -> None:
+    bundle = smoke_session.dataset(_cfg("baseline"))
+    check_no_lesion_leak(bundle.table, bundle.splits)
+    assert bundle.synthetic and set(bundle.regimes()) == {"paired", "unpaired", "all", "same"}
+
+
+def test_teacher_is_frozen_during_student_training(smoke_session: Session) -> None:
+    cfg = _cfg("kd")
+    bundle = smoke_session.dataset(cfg)
+    profile = cfg.profile
+    teacher = smoke_session.teacher(bundle, "nbi", profile, 0).model
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    s_pool, t_pool = bundle.regime_pools("unpaired")
+    labels = bundle.table.labels
+    data = TrainData(
+        store=smoke_session.store(bundle, profile), student_pool=s_pool, teacher_pool=t_pool,
+        twin_position=np.full(len(s_pool), -1), student_labels=labels[s_pool], teacher_labels=labels[t_pool],
+        val_index=bundle.splits.val_student, val_labels=labels[bundle.splits.val_student],
+        num_classes=bundle.num_classes, class_names=bundle.classes,
+    )
+    from benchmark.backbones import create_backbone
+
+    student = create_backbone(profile.backbone, bundle.num_classes)
+    ctx = DistillerContext(student.spec(profile.image_size), teacher.spec(profile.image_size), bundle.num_classes,
+                           "unpaired", len(s_pool), len(t_pool), torch.as_tensor(labels[s_pool]),
+                           torch.as_tensor(labels[t_pool]), 1, 0, profile.batch_size)
+    student_before = [p.detach().clone() for p in student.parameters()]
+    fit(student=student, distiller=HintonKD(ctx), teacher=teacher, data=data, profile=profile, epochs=1,
+        lr=1e-2, weights=dict(HintonKD.default_weights), seed=0, accelerator=smoke_session.accelerator(profile))
+    after = teacher.state_dict()
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), f"teacher tensor {k} changed (BN statistics or weights)"
+    assert all(p.grad is None for p in teacher.parameters())
+    assert not teacher.training
+    assert any(not torch.equal(a, b) for a, b in zip(student_before, student.parameters(), strict=True))
+
+
+def test_same_run_twice_gives_identical_metrics(smoke_session: Session) -> None:
+    cfg = _cfg("kd")
+    bundle = smoke_session.dataset(cfg)
+    a = smoke_session.run(cfg, bundle)
+    b = smoke_session.run(cfg, bundle)
+    assert a["status"] == b["status"] == "ok"
+    assert a["metrics"] == b["metrics"]
+    assert a["predictions"]["prob"] == b["predictions"]["prob"]
+    assert a["config_hash"] == b["config_hash"]
+    assert a["seeds"]["torch"] == 0
+
+
+def test_unsupported_regime_is_recorded_not_run(smoke_session: Session, tmp_path: Path) -> None:
+    from methods import Distiller, register
+
+    if "only-unpaired-test" not in __import__("methods").available():
+
+        @register("only-unpaired-test")
+        class OnlyUnpaired(Distiller):
+            summary = "test method restricted to unpaired data"
+            regimes = frozenset({"unpaired"})
+            main_regimes = frozenset({"unpaired"})
+
+    rec = smoke_session.run(_cfg("only-unpaired-test", regime="paired"), smoke_session.dataset(_cfg("baseline")))
+    assert rec["status"] == "unsupported"
+    assert "does not support regime 'paired'" in rec["error"]["message"]
+
+
+NAN_PLUGIN = '''
+from typing import ClassVar
+import torch
+import torch.nn.functional as F
+from methods import Distiller, register
+
+
+@register("nan-after-one-step")
+class NanAfterOneStep(Distiller):
+    summary: ClassVar[str] = "test method whose loss turns NaN at step 1"
+    needs_teacher: ClassVar[bool] = False
+    default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "bad": 1.0}
+
+    def losses(self, s, t, batch):
+        bad = torch.tensor(float("nan")) if batch.step >= 1 else s.logits.sum() * 0
+        return {"ce": F.cross_entropy(s.logits, batch.y), "bad": bad}
+'''
+
+
+def test_nan_loss_fails_the_run_with_step_and_terms_and_grid_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "nan_plugin.py").write_text(textwrap.dedent(NAN_PLUGIN))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        records = benchmark.run(methods="nan-after-one-step,baseline", data="synth", regimes="unpaired", seeds=[0],
+                                profile="smoke", out=tmp_path / "out", plugin=["nan_plugin"])
+    finally:
+        sys.path.remove(str(tmp_path))
+    by_method = {r["method"]: r for r in records}
+    failed = by_method["nan-after-one-step"]
+    assert failed["status"] == "failed"
+    assert failed["error"]["type"] == "NonFiniteLoss" and failed["error"]["step"] == 1
+    assert failed["error"]["terms"]["bad"] != failed["error"]["terms"]["bad"] or failed["error"]["terms"]["bad"] is None
+    assert by_method["baseline"]["status"] == "ok"
+    on_disk = read_run(tmp_path / "out" / "runs" / "synth" / "unpaired" / "nan-after-one-step" / "seed0.json")
+    assert on_disk is not None and on_disk["status"] == "failed"
+
+
+def test_cli_grid_writes_run_files_report_and_skips_on_second_call(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    cmd = [sys.executable, "-m", "benchmark", "--methods", "baseline,kd", "--data", "synth", "--regimes",
+           "unpaired", "--seeds", "0", "--profile", "smoke", "--out", str(out), "--no-progress"]
+    env = {**os.environ}
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr
+    files = sorted((out / "runs").rglob("seed0.json"))
+    names = {f.parent.name for f in files}
+    assert {"baseline", "kd", "teacher-nbi"} <= names
+    rec = json.loads((out / "runs" / "synth" / "unpaired" / "kd" / "seed0.json").read_text())
+    for key in ("config", "config_hash", "provenance", "metrics", "timing", "predictions", "seeds"):
+        assert rec[key], key
+    assert rec["synthetic"] is True
+    assert set(rec["metrics"]) >= {"auc", "f1", "acc"}
+    assert len(rec["predictions"]["prob"]) == len(rec["predictions"]["y"]) > 0
+    assert rec["provenance"]["versions"]["torch"]
+    mtimes = {f: f.stat().st_mtime_ns for f in files}
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stderr
+    assert {f: f.stat().st_mtime_ns for f in files} == mtimes, "finished runs were re-run"
+    report = subprocess.run([sys.executable, "-m", "benchmark", "report", str(out)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    text = (out / "REPORT.md").read_text()
+    assert "synth" in text and "kd" in text and "teacher" in text.lower()
+    assert "synthetic" in text.lower()
+
+
+def test_run_file_written_atomically_and_readable(tmp_path: Path) -> None:
+    path = tmp_path / "runs" / "d" / "r" / "m" / "seed0.json"
+    write_json_atomic(path, {"schema": 1, "status": "ok", "metrics": {"auc": float("nan")}})
+    assert read_run(path)["metrics"]["auc"] is None
+    assert not list(path.parent.glob(".*tmp"))
+    assert len(iter_runs(tmp_path)) == 1
