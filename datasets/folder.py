@@ -53,6 +53,7 @@ import numpy as np
 from .base import DataError, ImageTable, LoadOptions, RawDataset
 from .catalog import register_layout
 from .images import NBI_RED_RATIO, load_images, log_warning, nbi_by_colour
+from .splits import MIN_LESIONS_PER_CLASS
 
 WLI, NBI, SINGLE = "wli", "nbi", "img"
 _WLI_NAMES = {"wl", "wli", "wle", "whitelight", "whitelightimaging", "whitelightendoscopy", "white"}
@@ -546,7 +547,7 @@ def load_folder(root: Path, options: LoadOptions) -> RawDataset:
         pairs = pairs_by_name(entries)
     else:
         pairs = []
-    return build_raw(
+    raw = build_raw(
         entries,
         classes,
         options,
@@ -557,3 +558,20 @@ def load_folder(root: Path, options: LoadOptions) -> RawDataset:
         pairs=pairs,
         notes=notes,
     )
+    check_lesions_per_class(raw, root, per_mod)
+    return raw
+
+
+def check_lesions_per_class(raw: RawDataset, root: Path, per_mod: dict[str, dict[str, Path]]) -> None:
+    """Name the folders and the lesion ids when a class has too few lesions to split."""
+    t = raw.table
+    for c, cname in enumerate(raw.classes):
+        lesions = sorted(set(t.lesion[t.labels == c].tolist()))
+        if len(lesions) < MIN_LESIONS_PER_CLASS:
+            folders = ", ".join(str(per_mod[m][cname]) for m in sorted(per_mod) if cname in per_mod[m])
+            raise DataError(
+                f"class {cname!r} has {len(lesions)} lesion(s) ({', '.join(lesions)}) in {folders}; at least "
+                f"{MIN_LESIONS_PER_CLASS} are needed to split by lesion into train/val/test. Lesion ids are the "
+                "file-name prefix before '-' (else the stem), a sub-folder of the class folder, or pairs.csv's "
+                "lesion_id: add lesions of this class, fix the file names, or remove its folders."
+            )

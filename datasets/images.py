@@ -372,7 +372,7 @@ def check_duplicate_content(table: ImageTable, splits: Splits) -> None:
             j = first[1]
             raise DataError(
                 f"the same image content is in the {first[0]} and {role} splits: {table.source[j]} "
-                f"(lesion {table.lesion[j]!r}) and {table.source[i]} (lesion {table.lesion[i]!r}). "
+                f"(lesion {str(table.lesion[j])!r}) and {table.source[i]} (lesion {str(table.lesion[i])!r}). "
                 "A copy across splits leaks test images into training: delete one of the two files, "
                 "or give both the same lesion id (file-name prefix or pairs.csv lesion_id) so they "
                 "stay in one split."

@@ -170,7 +170,18 @@ def test_class_with_too_few_lesions_to_split(tmp_path):
         for f in (root / mod / "hyperplastic").glob("hyp2-*"):
             f.unlink()
     msg = message(root)
-    assert "class 'hyperplastic' has 2 lesion(s); at least 3 are needed to split by lesion" in msg
+    folders = f"{root / 'nbi' / 'hyperplastic'}, {root / 'wli' / 'hyperplastic'}"
+    assert f"class 'hyperplastic' has 2 lesion(s) (hyp0, hyp1) in {folders}; at least 3 are needed" in msg
+    assert "add lesions of this class, fix the file names, or remove its folders" in msg
+
+
+def test_file_names_that_make_one_lesion_of_a_class(tmp_path):
+    root = make_tree(tmp_path / "d")
+    for mod in ("wli", "nbi"):
+        for k, f in enumerate(sorted((root / mod / "adenoma").iterdir())):
+            f.rename(f.with_name(f"img-{k:03d}.png"))  # the prefix rule groups them all as lesion 'img'
+    msg = message(root)
+    assert "class 'adenoma' has 1 lesion(s) (img)" in msg and "file-name prefix before '-'" in msg
 
 
 # ----------------------------------------------------------------------------- pairs.csv
