@@ -156,8 +156,12 @@ def decode_image(path: Path, size: int) -> np.ndarray:
     return arr
 
 
-def _decode_all(paths: Sequence[Path], size: int, workers: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
-    out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+def _decode_all(
+    paths: Sequence[Path], size: int, workers: int, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """Decode every path into row i of ``out`` (all rows, bad ones left zero); (out, kept, bad)."""
+    if out is None:
+        out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     kept = np.zeros(len(paths), dtype=bool)
     bad: list[tuple[int, str]] = []
 
@@ -178,7 +182,7 @@ def _decode_all(paths: Sequence[Path], size: int, workers: int) -> tuple[np.ndar
             kept[i] = True
         else:
             bad.append((i, reason))
-    return out[kept], kept, bad
+    return out, kept, bad
 
 
 # ----------------------------------------------------------------------------- cache
@@ -249,10 +253,48 @@ def _read_cache(npy: Path, meta_path: Path, key: str, n_paths: int) -> tuple[np.
     return arr, meta
 
 
-def _write_cache(npy: Path, meta_path: Path, key: str, images: np.ndarray, kept: np.ndarray, bad: list) -> None:
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _decode_to_cache(
+    paths: Sequence[Path], size: int, workers: int, npy: Path, meta_path: Path, key: str, on_bad_image: str
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """Decode straight into a memory-mapped temporary ``.npy`` (RAM stays small for large
+    sets), drop bad rows chunk by chunk, then fsync and rename it into place and write the
+    metadata that marks the cache complete. Returns the read-only map of the cache."""
     npy.parent.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)  # the metadata marks a complete cache; drop it first
-    _atomic_write(npy, lambda fh: np.save(fh, images, allow_pickle=False))
+    shape = (len(paths), size, size, 3)
+    tmp_full = npy.with_name(f"{npy.name}.{os.getpid()}.full.tmp")
+    tmp_kept = npy.with_name(f"{npy.name}.{os.getpid()}.kept.tmp")
+    try:
+        full = np.lib.format.open_memmap(tmp_full, mode="w+", dtype=np.uint8, shape=shape) if len(paths) else None
+        full, kept, bad = _decode_all(paths, size, workers, out=full)
+        n_kept = int(kept.sum())
+        if n_kept == 0 or (bad and on_bad_image == "error"):
+            return np.zeros((0, size, size, 3), np.uint8), kept, bad
+        if n_kept == len(paths):
+            full.flush()
+            del full
+            os.replace(tmp_full, tmp_kept)
+        else:
+            dest = np.lib.format.open_memmap(tmp_kept, mode="w+", dtype=np.uint8, shape=(n_kept, *shape[1:]))
+            rows = np.flatnonzero(kept)
+            for start in range(0, n_kept, 1024):
+                dest[start : start + 1024] = full[rows[start : start + 1024]]
+            dest.flush()
+            del dest, full
+        _fsync(tmp_kept)
+        os.replace(tmp_kept, npy)
+    finally:
+        tmp_full.unlink(missing_ok=True)
+        tmp_kept.unlink(missing_ok=True)
+    images = np.load(npy, mmap_mode="r", allow_pickle=False)
     method, digest = _array_digest(images)
     meta = {
         "key": key,
@@ -265,6 +307,7 @@ def _write_cache(npy: Path, meta_path: Path, key: str, images: np.ndarray, kept:
         "bad": [[i, reason] for i, reason in bad],
     }
     _atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
+    return images, kept, bad
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -308,12 +351,11 @@ def load_images(
             kept = np.asarray(meta["kept"], dtype=bool)
             bad = [(int(i), str(r)) for i, r in meta["bad"]]
         else:
-            images, kept, bad = _decode_all(paths, size, workers)
-            if not (bad and options.on_bad_image == "error"):
-                _write_cache(npy, meta_path, key, images, kept, bad)
-                images = np.load(npy, mmap_mode="r", allow_pickle=False)
+            images, kept, bad = _decode_to_cache(paths, size, workers, npy, meta_path, key, options.on_bad_image)
     else:
         images, kept, bad = _decode_all(paths, size, workers)
+        if not kept.all():
+            images = images[kept]
 
     if bad and options.on_bad_image == "error":
         listed = "\n".join(f"  {paths[i]}: {reason}" for i, reason in bad[:20])

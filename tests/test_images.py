@@ -144,6 +144,10 @@ def test_cache_is_memory_mapped_and_never_decodes_again(tmp_path, monkeypatch):
     first, kept1, w1 = load_images(paths, opts)
     assert isinstance(first, np.memmap) and not first.flags.writeable
     assert len(list((tmp_path / "cache").glob("images-*.npy"))) == 1
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+    assert kept1.tolist() == [True, True, True, False]  # the bad row is dropped from the cache file
+    for k, p in enumerate(good):
+        np.testing.assert_array_equal(first[k], decode_image(p, 8))
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded a file although the cache holds it")
