@@ -125,9 +125,10 @@ def expand_methods(spec: str | Iterable[str]) -> list[str]:
         else:
             get(n)
             members = [n]
-        for m in members:
-            if m in _REGISTRY and m not in out:
-                out.append(m)
+        missing = [m for m in members if m not in _REGISTRY]
+        if missing:
+            raise UnknownMethodError(f"method set {n!r} names unregistered method(s) {missing}")
+        out.extend(m for m in members if m not in out)
     return out
 
 
