@@ -1,0 +1,349 @@
+"""Paired cross-modal baselines: ADD, CPC-Trans (+ shared), PolypsAlign, SAMD."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import methods
+from methods import _dense
+from methods.base import Batch, DistillerContext, ModelSpec, Outputs
+from methods.polypsalign import contrastive_hinge
+
+PAIRED_METHODS = ("add", "cpc-trans", "cpc-trans-shared", "polypsalign", "samd")
+
+
+# -- builders ---------------------------------------------------------------------------
+def spec(channels: int, size: tuple[int, int] = (2, 2), classes: int = 2) -> ModelSpec:
+    return ModelSpec("toy", classes, channels, (channels,), (size,))
+
+
+def context(s_ch: int, t_ch: int | None, s_size=(2, 2), t_size=(2, 2), classes: int = 2) -> DistillerContext:
+    return DistillerContext(
+        student=spec(s_ch, s_size, classes),
+        teacher=spec(t_ch, t_size, classes) if t_ch else None,
+        num_classes=classes,
+        regime="paired",
+        num_student_train=8,
+        num_teacher_train=8,
+        student_labels=torch.zeros(8, dtype=torch.long),
+        teacher_labels=torch.zeros(8, dtype=torch.long),
+        num_epochs=10,
+        steps_per_epoch=1,
+        batch_size=4,
+    )
+
+
+def outputs(fmap: Tensor, head: nn.Linear, logits: Tensor | None = None) -> Outputs:
+    emb = fmap.mean(dim=(2, 3))
+    return Outputs(logits=head(emb) if logits is None else logits, embedding=emb, features=[fmap], classifier=head)
+
+
+def batch(
+    n: int, y: Tensor | None = None, twin: Tensor | None = None, size: int = 8, epoch: int = 0, **kw: Any
+) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    return Batch(
+        student_x=torch.rand(n, 3, size, size, generator=g),
+        teacher_x=torch.rand(n, 3, size, size, generator=g),
+        y=torch.zeros(n, dtype=torch.long) if y is None else y,
+        twin=torch.ones(n, dtype=torch.bool) if twin is None else twin,
+        index=torch.arange(n),
+        teacher_index=torch.arange(n),
+        epoch=epoch,
+        num_epochs=kw.pop("num_epochs", 199),
+        **kw,
+    )
+
+
+def fixed_head(weight: list[list[float]]) -> nn.Linear:
+    w = torch.tensor(weight)
+    head = nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(w)
+        head.bias.zero_()
+    return head
+
+
+class TinyNet(nn.Module):
+    """conv (stride 4) -> GAP -> linear; returns Outputs like the suite's backbones."""
+
+    def __init__(self, width: int, classes: int = 2) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 4, stride=4)
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x: Tensor) -> Outputs:
+        f = torch.relu(self.conv(x))
+        emb = f.mean(dim=(2, 3))
+        return Outputs(self.fc(emb), emb, [f], self.fc)
+
+
+# -- one implementation of the dense pieces -------------------------------------------------
+def test_dense_pieces_have_one_implementation(monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = {n: getattr(_dense, n) for n in ("masked_attention", "relation_mask", "pixel_adaptive_refinement")}
+    shared["class_activation_map"] = _dense.class_activation_map
+    for info in pkgutil.iter_modules(methods.__path__):
+        module = importlib.import_module(f"methods.{info.name}")
+        for name, fn in shared.items():
+            if module is not _dense and hasattr(module, name):
+                assert getattr(module, name) is fn, f"methods.{info.name}.{name} is a second implementation"
+    add_module = importlib.import_module("methods.add")
+    assert add_module.masked_attention is _dense.masked_attention
+    calls = []
+
+    def spy(*args: Any, **kwargs: Any) -> Tensor:
+        calls.append(args[3])
+        return _dense.masked_attention(*args, **kwargs)
+
+    monkeypatch.setattr(add_module, "masked_attention", spy)
+    d, s, t, b = _add_case()
+    d.losses(s, t, b)
+    assert len(calls) == 2 and all(torch.isneginf(m).any() for m in calls)
+
+
+# -- ADD --------------------------------------------------------------------------------
+def _add_case(teacher_bg: float = 3.0):
+    """One 2x2 pair: a lesion pixel (0, 0) and three background pixels in both maps."""
+    ctx = context(2, 2)
+    d = methods.create("add", ctx, embed_dim=2, par_iterations=0)
+    with torch.no_grad():
+        d.student_embed.weight.copy_(torch.eye(2)[:, :, None, None])
+        d.teacher_embed.weight.copy_(torch.eye(2)[:, :, None, None])
+    s_map = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]]])[None]
+    t_map = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[0.0, teacher_bg], [teacher_bg, teacher_bg]]])[None]
+    head = fixed_head([[1.0, 0.0], [0.0, 1.0]])  # class 0's CAM is channel 0: lesion at (0, 0)
+    s = outputs(s_map, head, logits=torch.tensor([[1.0, 0.0]]))
+    t = outputs(t_map, head, logits=torch.tensor([[1.0, 1.0]]))
+    return d, s, t, batch(1, epoch=20)
+
+
+def test_add_losses_hand_computed() -> None:
+    d, s, t, b = _add_case(teacher_bg=3.0)
+    terms = d.losses(s, t, b)
+    assert set(terms) == {"ce", "logit", "add_nbi", "add_wli"}
+    torch.testing.assert_close(terms["logit"], torch.tensor(1 - 1 / math.sqrt(2)))
+    # Each pixel attends only to same-label pixels of the other image, so the lesion pixel
+    # is rebuilt as (2, 0) and background pixels as the other image's background vector:
+    # cos = (4 + 3 * 3) / (sqrt(4 + 3) * sqrt(4 + 27)) in both directions.
+    expected = torch.tensor(1 - 13 / math.sqrt(7 * 31))
+    torch.testing.assert_close(terms["add_nbi"], expected)
+    torch.testing.assert_close(terms["add_wli"], expected)
+    d, s, t, b = _add_case(teacher_bg=1.0)  # identical maps and labels: exact reconstruction
+    terms = d.losses(s, t, b)
+    assert terms["add_nbi"].item() < 1e-6 and terms["add_wli"].item() < 1e-6
+
+
+def test_add_warmup_and_pairs() -> None:
+    d, s, t, b = _add_case()
+    b.epoch, b.num_epochs = 14, 199
+    assert set(d.losses(s, t, b)) == {"ce", "logit"}  # code: dense terms for epoch > 15 (1-based)
+    b.epoch = 15
+    assert "add_nbi" in d.losses(s, t, b)
+    b.epoch, b.num_epochs = 0, 12  # scaled: round(15/199 * 12) = 1
+    assert "add_nbi" not in d.losses(s, t, b)
+    b.epoch = 1
+    assert "add_nbi" in d.losses(s, t, b)
+    twins_only = methods.create("add", context(2, 2), pseudo_pairs=False)
+    b.twin = torch.tensor([False])
+    assert set(twins_only.losses(s, t, b)) == {"ce"}
+    assert methods.get("add").regimes == frozenset({"paired", "all"})
+
+
+# -- CPC-Trans ----------------------------------------------------------------------------
+def test_cpc_trans_cga_and_sam_hand_checked() -> None:
+    d = methods.create("cpc-trans", context(4, 4), dropout=0.0)
+    head = fixed_head([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
+    g = torch.Generator().manual_seed(1)
+    fmap = torch.rand(2, 4, 2, 2, generator=g)
+    s = outputs(fmap, head)
+    t = outputs(fmap.clone(), head)
+    terms = d.losses(s, t, batch(2))
+    assert terms["cga"].item() < 1e-6 and terms["sam"].item() < 1e-6  # identical sides
+    s.embedding = torch.tensor([[1.0, 0, 0, 0], [0, 2.0, 0, 0]])
+    t.embedding = torch.tensor([[1.0, 1.0, 0, 0], [0, 0, 3.0, 0]])
+    terms = d.losses(s, t, batch(2))
+    torch.testing.assert_close(terms["cga"], torch.tensor(((1 - 1 / math.sqrt(2)) + 1.0) / 2))
+    # SAM on true twins only: with no twin in the batch the term is absent.
+    assert "sam" not in d.losses(s, t, batch(2, twin=torch.tensor([False, False])))
+    assert methods.get("cpc-trans").default_weights["sam"] == 0.3
+
+
+def test_cpc_trans_sam_uses_twin_rows_and_resizes() -> None:
+    d = methods.create("cpc-trans", context(4, 8, s_size=(2, 2), t_size=(4, 4)), dropout=0.0)
+    g = torch.Generator().manual_seed(2)
+    s = outputs(torch.rand(3, 4, 2, 2, generator=g), nn.Linear(4, 2))
+    t = outputs(torch.rand(3, 8, 4, 4, generator=g), nn.Linear(8, 2))
+    twin = torch.tensor([True, False, True])
+    full = methods.create(
+        "cpc-trans", context(4, 8, s_size=(2, 2), t_size=(4, 4)), dropout=0.0, sam_on_pseudo_pairs=True
+    )
+    full.load_state_dict(d.state_dict())
+    a_s = d._student_map(s)
+    a_t = torch.nn.functional.interpolate(
+        d.teacher_attention(t.embedding, t.features[-1])[:, None], size=(2, 2), mode="bilinear"
+    )[:, 0]
+    per_row = 1 - torch.nn.functional.cosine_similarity(a_s.flatten(1), a_t.flatten(1))
+    torch.testing.assert_close(d.losses(s, t, batch(3, twin=twin))["sam"], per_row[twin].mean())
+    torch.testing.assert_close(full.losses(s, t, batch(3, twin=twin))["sam"], per_row.mean())
+
+
+def test_cpc_trans_shared_trains_one_network_on_both_modalities() -> None:
+    torch.manual_seed(0)
+    net = TinyNet(8)
+    d = methods.create("cpc-trans-shared", context(8, None), dropout=0.0)
+    assert not d.needs_teacher
+    d.bind(net, None)
+    b = batch(2, y=torch.tensor([0, 1]))
+    s = net(b.student_x)
+    terms = d.losses(s, None, b)
+    assert set(terms) == {"ce", "ce_nbi", "cga", "sam"}
+    n = net(b.teacher_x)
+    torch.testing.assert_close(terms["ce_nbi"], torch.nn.functional.cross_entropy(n.logits, b.y))
+    cos = torch.nn.functional.cosine_similarity(s.embedding, n.embedding)
+    torch.testing.assert_close(terms["cga"], (1 - cos).mean())
+    net.zero_grad()
+    terms["ce_nbi"].backward()
+    assert net.conv.weight.grad is not None and net.conv.weight.grad.abs().sum() > 0
+
+
+# -- PolypsAlign ------------------------------------------------------------------------------
+def test_contrastive_hinge_hand_computed() -> None:
+    x = torch.zeros(1, 2)  # softmax = (1/2, 1/2)
+    pos = torch.zeros(1, 2)  # KL(pos || x) = 0
+    neg = torch.tensor([[math.log(3.0), 0.0]])  # softmax = (3/4, 1/4)
+    kl_neg = (0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)) / 2  # mean over B*C = 2 entries
+    torch.testing.assert_close(contrastive_hinge(x, pos, neg, 0.85), torch.tensor(0.85 - kl_neg))
+    torch.testing.assert_close(contrastive_hinge(x, pos, None, 0.85), torch.tensor(0.85))
+    assert float(contrastive_hinge(x, pos, neg, 0.01)) == 0.0  # clamped at 0
+    # agrees with F.kl_div's legacy "mean" reduction
+    far = torch.tensor([[2.0, -1.0]])
+    with warnings.catch_warnings():  # torch warns that "mean" will change meaning; we check the old one
+        warnings.simplefilter("ignore", UserWarning)
+        ref = torch.nn.functional.kl_div(torch.log_softmax(x, -1), torch.softmax(far, -1), reduction="mean")
+    torch.testing.assert_close(contrastive_hinge(x, far, None, 0.0), ref)
+
+
+def _polyps_case(s_ch: int = 4, t_ch: int = 8):
+    torch.manual_seed(0)
+    d = methods.create("polypsalign", context(s_ch, t_ch, s_size=(2, 2), t_size=(2, 2)))
+    student, teacher = TinyNet(s_ch), TinyNet(t_ch)
+    d.bind(student, teacher)
+    b = batch(6, y=torch.tensor([0, 1, 0, 1, 0, 1]))
+    with torch.no_grad():
+        t = teacher(b.teacher_x)
+    return d, student, teacher, b, t
+
+
+def test_polypsalign_adversary_and_student_pull_in_opposite_directions() -> None:
+    d, _, _, b, _ = _polyps_case()
+    with torch.no_grad():  # start from an undecided discriminator (p = 1/2 everywhere)
+        d.discriminator.fc1.bias.zero_()
+        d.discriminator.fc2.bias.zero_()
+    g = torch.Generator().manual_seed(3)
+    s = outputs(torch.randn(6, 4, 2, 2, generator=g), nn.Linear(4, 2))  # WLI maps
+    t = outputs(torch.randn(6, 8, 2, 2, generator=g) + 2.0, nn.Linear(8, 2))  # NBI maps, shifted
+    optimiser = torch.optim.Adam(d.adversary_parameters(), lr=1e-3, betas=(0.5, 0.999))
+
+    def adversary() -> float:
+        return sum(d.adversary_losses(s.detach(), t, b).values()).item()
+
+    def fooling() -> float:
+        return d.losses(s, t, b)["adv"].item()
+
+    before_adv, before_fool = adversary(), fooling()
+    optimiser.zero_grad()
+    sum(d.adversary_losses(s.detach(), t, b).values()).backward()
+    optimiser.step()
+    assert adversary() < before_adv - 1e-5
+    assert fooling() > before_fool + 1e-4
+
+
+def test_polypsalign_gradients_reach_student_and_adapter_not_teacher() -> None:
+    d, student, teacher, b, t = _polyps_case()
+    for p in teacher.parameters():
+        p.requires_grad_(True)  # even if a caller forgot to freeze it
+    assert isinstance(d.adapter, nn.Conv2d)  # widths differ: 4 -> 8
+    terms = d.losses(student(b.student_x), t, b)
+    assert set(terms) == {"ce", "adv", "contrast"}
+    sum(terms.values()).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert student.conv.weight.grad is not None and d.adapter.weight.grad is not None
+    raw = d._bound["raw_student"]
+    assert all(p.grad is None for p in raw.parameters())
+    # the adversary's own loss reaches only the discriminator
+    student.zero_grad()
+    d.adapter.weight.grad = None
+    for p in d.adversary_parameters():
+        p.grad = None
+    s = student(b.student_x)
+    sum(d.adversary_losses(s.detach(), t, b).values()).backward()
+    assert student.conv.weight.grad is None and d.adapter.weight.grad is None
+    assert all(p.grad is not None for p in d.adversary_parameters())
+    assert {id(p) for p in d.adversary_parameters()}.isdisjoint({id(p) for p in d.student_parameters()})
+
+
+def test_polypsalign_hinge_uses_teacher_head_on_student_features() -> None:
+    d, student, _, b, t = _polyps_case(t_ch=4)
+    assert isinstance(d.adapter, nn.Identity)
+    s = student(b.student_x)
+    raw = d._bound["raw_student"](b.student_x)
+    x = torch.nn.functional.linear(s.features[-1].mean(dim=(2, 3)), t.classifier.weight, t.classifier.bias)
+    neg = torch.nn.functional.linear(raw.features[-1].mean(dim=(2, 3)), t.classifier.weight, t.classifier.bias)
+    expected = contrastive_hinge(x, t.logits, neg, 0.85)
+    torch.testing.assert_close(d.losses(s, t, b)["contrast"], expected)
+    assert methods.get("polypsalign").regimes == frozenset({"paired", "unpaired", "all"})
+
+
+# -- SAMD ---------------------------------------------------------------------------------------
+def test_samd_matches_cams_on_twins() -> None:
+    d = methods.create("samd", context(1, 1, s_size=(2, 2), t_size=(4, 4)))
+    head = fixed_head([[1.0], [-1.0]])
+    s_map = torch.zeros(2, 1, 2, 2)
+    s_map[:, 0, 0, 0] = 1.0  # student attends to the top-left cell
+    t_same = torch.zeros(2, 1, 4, 4)
+    t_same[:, 0, :2, :2] = 1.0  # teacher: same quadrant at its finer grid
+    t_other = torch.zeros(2, 1, 4, 4)
+    t_other[:, 0, 2:, 2:] = 1.0  # teacher: the opposite quadrant
+    s = outputs(s_map.clone().requires_grad_(), head)
+    terms = d.losses(s, outputs(t_same, head), batch(2))
+    assert terms["samd"].item() < 1e-6
+    far = d.losses(s, outputs(t_other, head), batch(2))["samd"]
+    # the teacher's map resized to 2x2 is (0, 0.25; 0.25, 1) after min-max: cos with (1, 0; 0, 0) = 0
+    torch.testing.assert_close(far, torch.tensor(1.0))
+    assert "samd" not in d.losses(s, outputs(t_same, head), batch(2, twin=torch.tensor([False, False])))
+    assert "no claim of fidelity" in " ".join(d.__doc__.split())
+    assert "nothing here claims fidelity" in methods.get("samd").deviations
+
+
+# -- all five: the frozen teacher never gets gradient; declared regimes -----------------------------
+@pytest.mark.parametrize("name", PAIRED_METHODS)
+def test_no_gradient_reaches_teacher(name: str) -> None:
+    torch.manual_seed(0)
+    student, teacher = TinyNet(4), TinyNet(8)
+    cls = methods.get(name)
+    ctx = context(4, 8 if cls.needs_teacher else None, s_size=(2, 2), t_size=(2, 2))
+    opts = {"dropout": 0.0} if name.startswith("cpc") else {}
+    d = methods.create(name, ctx, **opts)
+    d.bind(student, teacher if cls.needs_teacher else None)
+    b = batch(4, y=torch.tensor([0, 1, 0, 1]), twin=torch.tensor([True, True, False, True]))
+    t = None
+    if cls.needs_teacher:
+        with torch.no_grad():
+            t = teacher(b.teacher_x)
+    terms = d.losses(student(b.student_x), t, b)
+    assert "ce" in terms and all(torch.isfinite(v) for v in terms.values())
+    assert set(terms) <= set(cls.default_weights)
+    sum(terms.values()).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert student.conv.weight.grad is not None and torch.isfinite(student.conv.weight.grad).all()
+    assert cls.main_regimes == frozenset({"paired", "all"})
+    assert "unpaired" not in cls.regimes or name == "polypsalign"
+    assert cls.deviations and cls.paper
