@@ -1,0 +1,181 @@
+"""Report figures (matplotlib, Agg canvas; no pyplot state, so notebooks keep their backend).
+
+Every function draws one figure and writes it as PNG and SVG next to ``stem``
+(``stem.png``, ``stem.svg``), returning both paths. Titles carry the dataset label the
+report uses, so a synthetic dataset is labelled SYNTHETIC on the figure too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+FPR_GRID = np.linspace(0.0, 1.0, 201)
+
+
+def _save(fig: Figure, stem: Path) -> list[Path]:
+    FigureCanvasAgg(fig)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    return paths
+
+
+def _interp_roc(pos: np.ndarray, score: np.ndarray) -> np.ndarray:
+    fpr, tpr, _ = roc_curve(pos, score)
+    out = np.interp(FPR_GRID, fpr, tpr)
+    out[0] = 0.0
+    return out
+
+
+def mean_roc(y: np.ndarray, probs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over runs of the ROC curve on :data:`FPR_GRID`.
+
+    Binary: the positive class (index 1). More classes: the macro average of the
+    one-vs-rest curves (TPR averaged over classes at each FPR), the curve whose area is
+    the macro AUC of the tables up to interpolation.
+    """
+    y = np.asarray(y)
+    curves = []
+    for prob in probs:
+        prob = np.asarray(prob, dtype=np.float64)
+        if prob.shape[1] == 2:
+            curves.append(_interp_roc(y == 1, prob[:, 1]))
+        else:
+            per = [_interp_roc(y == c, prob[:, c]) for c in range(prob.shape[1]) if np.any(y == c) and np.any(y != c)]
+            curves.append(np.mean(per, axis=0))
+    arr = np.array(curves)
+    return arr.mean(axis=0), arr.std(axis=0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1])
+
+
+@dataclass
+class RocCurve:
+    """One curve of a ROC panel: label, mean TPR on :data:`FPR_GRID`, its std, dashed or not."""
+
+    label: str
+    tpr: np.ndarray
+    std: np.ndarray
+    dashed: bool = False
+
+
+def roc_figure(title: str, panels: dict[str, list[RocCurve]], stem: Path) -> list[Path]:
+    """ROC curves, one panel per training regime, mean over seeds with a +-1 std band."""
+    n = max(1, len(panels))
+    fig = Figure(figsize=(4.6 * n, 4.4), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (panel, curves) in zip(axes, panels.items(), strict=False):
+        ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
+        for i, c in enumerate(curves):
+            color = "black" if c.dashed else f"C{i % 10}"
+            ax.plot(FPR_GRID, c.tpr, color=color, lw=1.4, ls="--" if c.dashed else "-", label=c.label)
+            if np.any(c.std > 0):
+                ax.fill_between(
+                    FPR_GRID, np.clip(c.tpr - c.std, 0, 1), np.clip(c.tpr + c.std, 0, 1), color=color, alpha=0.15, lw=0
+                )
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=panel)
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, stem)
+
+
+@dataclass
+class AucBar:
+    """One bar: group (regime), label (method), AUC and its CI."""
+
+    group: str
+    label: str
+    auc: float
+    low: float
+    high: float
+
+
+def auc_bars(
+    title: str, bars: Sequence[AucBar], stem: Path, teacher_auc: float | None = None, teacher_label: str = "teacher"
+) -> list[Path]:
+    """AUC per method, grouped by regime, with bootstrap CI whiskers and the teacher line."""
+    groups = list(dict.fromkeys(b.group for b in bars))
+    labels = list(dict.fromkeys(b.label for b in bars))
+    per_group = {g: [b for b in bars if b.group == g] for g in groups}
+    width = 0.8 / max(1, max(len(v) for v in per_group.values()))
+    fig = Figure(figsize=(max(5.0, 2.5 + 0.3 * len(bars) + 0.4 * len(groups)), 4.0), layout="constrained")
+    ax = fig.subplots()
+    seen: set[str] = set()
+    for gi, g in enumerate(groups):
+        members = per_group[g]
+        left = gi - width * len(members) / 2
+        for j, b in enumerate(members):
+            lo = max(0.0, b.auc - b.low) if np.isfinite(b.low) else 0.0
+            hi = max(0.0, b.high - b.auc) if np.isfinite(b.high) else 0.0
+            color = f"C{labels.index(b.label) % 10}"
+            ax.bar(
+                left + width * (j + 0.5),
+                b.auc,
+                width=width * 0.95,
+                color=color,
+                yerr=[[lo], [hi]],
+                capsize=2,
+                error_kw={"lw": 0.8},
+                label=None if b.label in seen else b.label,
+            )
+            seen.add(b.label)
+    if teacher_auc is not None and np.isfinite(teacher_auc):
+        ax.axhline(teacher_auc, color="black", ls="--", lw=1, label=f"{teacher_label} {teacher_auc:.3f}")
+    finite = [b.low for b in bars if np.isfinite(b.low)] + [b.auc for b in bars]
+    bottom = max(0.0, min(finite) - 0.05) if finite else 0.0
+    ax.set(
+        xticks=range(len(groups)),
+        xticklabels=groups,
+        ylabel="AUC (95% lesion-bootstrap CI)",
+        ylim=(min(bottom, 0.5), 1.005),
+        title=title,
+    )
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(fig, stem)
+
+
+def cd_diagram(title: str, ranks, nemenyi, cd: float, stem: Path, alpha: float = 0.05) -> list[Path]:
+    """Critical-difference diagram (scikit-posthocs): average ranks, 1 = best; bars join
+    methods the Nemenyi test cannot tell apart at ``alpha``."""
+    import scikit_posthocs as sp
+
+    fig = Figure(figsize=(7.0, 0.9 + 0.28 * len(ranks)), layout="constrained")
+    ax = fig.subplots()
+    # the CD value goes in the title: scikit-posthocs draws its CD bar over the tick labels
+    sp.critical_difference_diagram(
+        ranks,
+        nemenyi,
+        ax=ax,
+        alpha=alpha,
+        label_fmt_left="{label} ({rank:.2f})",
+        label_fmt_right="({rank:.2f}) {label}",
+    )
+    ax.set_title(title, fontsize=9, pad=22)
+    return _save(fig, stem)
+
+
+def gap_closed_figure(title: str, rows: dict[str, dict[str, float]], stem: Path) -> list[Path]:
+    """Share of the teacher-baseline AUC gap each method closes (%), grouped by method,
+    one bar per dataset/regime column."""
+    methods = list(rows)
+    cols = list(dict.fromkeys(c for r in rows.values() for c in r))
+    width = 0.8 / max(1, len(cols))
+    fig = Figure(figsize=(max(5.0, 1.0 + 0.5 * len(methods) * max(1, len(cols)) ** 0.5), 4.0), layout="constrained")
+    ax = fig.subplots()
+    for j, col in enumerate(cols):
+        xs = [i - 0.4 + width * (j + 0.5) for i, m in enumerate(methods) if col in rows[m]]
+        ys = [rows[m][col] for m in methods if col in rows[m]]
+        ax.bar(xs, ys, width=width * 0.95, color=f"C{j % 10}", label=col)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhline(100, color="black", lw=0.8, ls="--")
+    ax.set(xticks=range(len(methods)), ylabel="gap closed (%)", title=title)
+    ax.set_xticklabels(methods, rotation=30, ha="right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(fig, stem)
