@@ -891,7 +891,7 @@ class ReportBuilder:
         cols = [self.r.label(d) for d in dss]
         table = Table(
             "auc_summary",
-            "AUC (%) across datasets: teacher upper bound, strongest non-PaGKD method, PaGKD",
+            "AUC (%) across datasets: teacher upper bound, student-only baseline, strongest non-PaGKD method, PaGKD",
             ["row", *cols],
             numeric=set(range(1, len(cols) + 1)),
         )
@@ -901,7 +901,7 @@ class ReportBuilder:
             return max(cand, key=lambda c: c.mean("auc")) if cand else None
 
         rows = [
-            ("NBI teacher (upper bound)", lambda ds: self.r.upper_bound(ds)),
+            ("teacher (upper bound)", lambda ds: self.r.upper_bound(ds)),
             ("student only (baseline)", lambda ds: best_of(ds, lambda c: c.method == BASELINE)),
             (
                 "strongest non-PaGKD method",
@@ -916,7 +916,7 @@ class ReportBuilder:
                 if c is None:
                     row.append(TCell("—", {self.r.label(ds): ""}))
                     continue
-                who = "" if c.is_teacher else f" ({c.method}, {regime_label(c)})"
+                who = f" ({c.method})" if c.is_teacher else f" ({c.method}, {regime_label(c)})"
                 row.append(
                     TCell(
                         _pct(c.mean("auc"), c.std("auc")) + who,
@@ -1165,10 +1165,10 @@ class ReportBuilder:
             return
         self.emit("## Teacher–student gap", "")
         self.emit(
-            "Gap closed = (AUC_method − AUC_baseline) / (AUC_teacher − AUC_baseline), with the NBI teacher "
-            "scored on NBI test images and students (baseline and method, same training data) on WLI test "
-            "images; 100% means the WLI student matches the NBI teacher, negative means worse than the "
-            "baseline.",
+            "Gap closed = (AUC_method − AUC_baseline) / (AUC_teacher − AUC_baseline), with the teacher (the NBI "
+            "teacher for cross-modal data) scored on test images of its own modality and the students (baseline "
+            "and method, same training data) on the WLI test images; 100% means the student matches the "
+            "teacher, negative means worse than the baseline.",
             "",
         )
         if skipped:
@@ -1186,7 +1186,7 @@ class ReportBuilder:
                 rows,
                 self.fig_dir / "gap_closed",
             )
-            self.add_figure(paths, "Share of the NBI-teacher / WLI-baseline AUC gap each method closes")
+            self.add_figure(paths, "Share of the teacher / student-only baseline AUC gap each method closes")
 
     def inventory_section(self) -> None:
         self.emit("## Run inventory", "")
