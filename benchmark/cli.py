@@ -19,6 +19,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SUBCOMMANDS = ("run", "list", "report", "rerun")
+LAUNCH_KEYS = ("launcher", "tasks", "partition", "account", "gpus_per_task", "cpus_per_task", "time_min", "mem_gb",
+               "array_parallelism", "wait")
 
 
 def _run_parser(p: argparse.ArgumentParser) -> None:
@@ -61,6 +63,17 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     m.add_argument("--weight", action="append", default=None, help="METHOD.TERM=VALUE loss weight (repeatable)")
     m.add_argument("--plugin", action="append", default=None, help="import this module to register methods")
     m.add_argument("--report", action="store_true", help="build REPORT.md in --out after the grid")
+    la = p.add_argument_group("launcher (grids beyond one machine)")
+    la.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"])
+    la.add_argument("--tasks", type=int, default=4, help="array tasks (shards) for slurm/submitit-local")
+    la.add_argument("--partition")
+    la.add_argument("--account")
+    la.add_argument("--gpus-per-task", type=int, default=0)
+    la.add_argument("--cpus-per-task", type=int, default=4)
+    la.add_argument("--time-min", type=int, default=240)
+    la.add_argument("--mem-gb", type=int, default=32)
+    la.add_argument("--array-parallelism", type=int, default=16)
+    la.add_argument("--wait", action="store_true", help="slurm: wait for the array to finish")
 
 
 def _grid_mapping(args: argparse.Namespace) -> dict[str, Any]:
@@ -68,7 +81,7 @@ def _grid_mapping(args: argparse.Namespace) -> dict[str, Any]:
 
     mapping: dict[str, Any] = load_grid_file(args.config) if args.config else {}
     for key, value in vars(args).items():
-        if key in ("config", "command", "report") or value is None:
+        if key in ("config", "command", "report", *LAUNCH_KEYS) or value is None:
             continue
         mapping[key] = value
     return mapping
@@ -79,11 +92,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import grid_from_mapping
 
     grid = grid_from_mapping(_grid_mapping(args))
-    records = run_grid_config(grid)
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    print(f"[kdbench] {len(records)} run(s): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
+    if args.launcher == "local":
+        records = run_grid_config(grid)
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+    else:
+        from .launch import SlurmOptions, launch
+
+        opts = SlurmOptions(
+            tasks=args.tasks, partition=args.partition, gpus_per_task=args.gpus_per_task,
+            cpus_per_task=args.cpus_per_task, time_min=args.time_min, mem_gb=args.mem_gb,
+            array_parallelism=args.array_parallelism, account=args.account,
+        )
+        counts = {}
+        for shard_counts in launch(grid, args.launcher, opts, wait=args.wait or args.launcher != "slurm"):
+            for k, v in shard_counts.items():
+                counts[k] = counts.get(k, 0) + v
+    print(f"[kdbench] {sum(counts.values())} run(s): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
           file=sys.stderr)
     if args.report:
         from .report import build_report

@@ -118,6 +118,11 @@ def run_grid(grid: GridConfig, log: Any = None) -> list[dict[str, Any]]:
         record = session.run(cfg, bundle)
         if main:
             write_json_atomic(path, record)
+        world = session.accelerator(profile).num_processes
+        if world > 1 and record.get("student_sha256"):
+            rank = session.accelerator(profile).process_index
+            log(f"[kdbench] rank {rank}/{world} {bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed} "
+                f"student sha256 {record['student_sha256']}")
         records.append(record)
     _ensure_teacher_rows(grid, session, bundles, configs, main)
     failed = [r for r in records if r.get("status") == "failed"]

@@ -22,7 +22,7 @@ class ImageStore:
     """All images of a dataset as one uint8 tensor on ``device``."""
 
     def __init__(self, images: np.ndarray, device: torch.device, channels_last: bool = False) -> None:
-        t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+        t = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).contiguous()
         self.images = t.to(device)
         self.device = device
         self.channels_last = channels_last

@@ -54,6 +54,17 @@ def make_accelerator(profile: Profile) -> Any:
     )
 
 
+def state_sha256(model: torch.nn.Module) -> str:
+    """Fingerprint of a model's weights and buffers (identical across DDP ranks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def seed_everything(seed: int) -> dict[str, int]:
     random.seed(seed)
     np.random.seed(seed)
@@ -257,11 +268,12 @@ class Session:
                 "modality": bundle.student_modality,
             }
             record["cost"] = model_cost(student, bundle.num_classes, profile.image_size, profile.backbone)
+            record["student_sha256"] = state_sha256(student)
             record["sampler"] = {"kind": cls.sampler, "underfilled_classes": {
                 bundle.classes[c]: n for c, n in result.underfilled.items()}}
             record["timing"] = {
                 "train_s": result.train_s, "eval_s": time.perf_counter() - eval_started,
-                "teacher_s": teacher_s, "steps": result.steps,
+                "teacher_s": teacher_s, "steps": result.steps, "val_s": result.val_s,
                 "images_per_s": result.images / result.train_s if result.train_s > 0 else None,
             }
         except NonFiniteLossError as err:

@@ -71,6 +71,7 @@ class FitResult:
     steps: int = 0
     images: int = 0
     train_s: float = 0.0
+    val_s: float = 0.0
     underfilled: dict[int, int] = field(default_factory=dict)
 
 
@@ -85,6 +86,16 @@ class _StepModule(nn.Module):
     def forward(self, batch: Batch, teacher_out: Outputs | None) -> tuple[Outputs, dict[str, Tensor]]:
         s = self.student(batch.student_x)
         return s, self.distiller.losses(s, teacher_out, batch)
+
+
+def sync_buffers(module: nn.Module, accelerator: Any) -> None:
+    """Give every rank rank 0's buffers (batch-norm statistics), as DDP does at each
+    forward, so validation, selection and the saved weights agree across ranks."""
+    if accelerator.num_processes > 1:
+        import torch.distributed as dist
+
+        for buf in module.buffers():
+            dist.broadcast(buf.data, src=0)
 
 
 def make_sampler(
@@ -309,6 +320,8 @@ def fit(
             result.images += batch.size
         entry: dict[str, Any] = {"epoch": epoch, "loss": {k: v / max(1, n_batches) for k, v in sums.items()}}
         if (epoch + 1) % profile.val_every == 0 or epoch == epochs - 1:
+            val_started = time.perf_counter()
+            sync_buffers(student, accelerator)
             prob = predict(student, data.store, data.val_index, profile)
             val_auc = auc_score(data.val_labels, prob) if len(prob) else float("nan")
             entry["val_auc"] = val_auc
@@ -318,10 +331,11 @@ def fit(
                 result.best_epoch = epoch
                 result.best_state = copy.deepcopy(accelerator.unwrap_model(step_module).student.state_dict())
             bar.set_postfix(val_auc=f"{val_auc:.3f}")
+            result.val_s += time.perf_counter() - val_started
         result.history.append(entry)
     optimizer.zero_grad(set_to_none=True)
     result.steps = step
-    result.train_s = time.perf_counter() - started
+    result.train_s = time.perf_counter() - started - result.val_s
     student.load_state_dict(result.best_state)
     student.eval()
     return result

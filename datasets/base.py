@@ -130,7 +130,7 @@ class DatasetBundle:
             out.append("paired")
         if len(self.splits.unpaired_student) and len(self.splits.unpaired_teacher):
             out.append("unpaired")
-        if len(out) > 1:
+        if "paired" in out and "unpaired" in out:
             out.append("all")
         return tuple(sorted(out, key=["paired", "unpaired", "all", "same"].index))
 

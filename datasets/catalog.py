@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import DataError, DatasetBundle, LoadOptions, RawDataset
+from .images import check_duplicate_content
 from .splits import make_splits
 
 LayoutLoader = Callable[[Path, LoadOptions], RawDataset]
@@ -119,6 +120,17 @@ def _root(request: DataRequest) -> Path | None:
     return Path(root).expanduser() if root else None
 
 
+def _find_dir(root: Path, name: str) -> Path:
+    """``root/name``, matched case-insensitively (``PolypsSet`` for ``polypset``)."""
+    exact = root / name
+    if exact.exists() or not root.is_dir():
+        return exact
+    for child in root.iterdir():
+        if child.is_dir() and child.name.lower() == name.lower():
+            return child
+    return exact
+
+
 def _bundle(raw: RawDataset, dataset_id: str, name: str, synthetic: bool, request: DataRequest) -> DatasetBundle:
     for c, cname in enumerate(raw.classes):
         if not (raw.table.labels == c).any():
@@ -134,6 +146,8 @@ def _bundle(raw: RawDataset, dataset_id: str, name: str, synthetic: bool, reques
         val_fraction=request.val_fraction,
         test_fraction=request.test_fraction,
     )
+    if not synthetic:
+        check_duplicate_content(raw.table, splits)
     return DatasetBundle(
         dataset_id=dataset_id,
         name=name,
@@ -179,7 +193,7 @@ def load_dataset(request: DataRequest, log: Callable[[str], None] | None = None)
         )
 
     root = _root(request)
-    real_dir = root / base if root else None
+    real_dir = _find_dir(root, base) if root else None
     if not force_synthetic and real_dir is not None and real_dir.exists():
         loader = _LAYOUTS.get(base, _LAYOUTS.get("folder"))
         if loader is None:

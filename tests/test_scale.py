@@ -1,0 +1,74 @@
+"""Beyond one process: shards, the submitit launcher, and data-parallel training."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import benchmark
+from benchmark.config import grid_from_mapping
+from benchmark.grid import parse_shard
+from benchmark.launch import SlurmOptions, launch
+from benchmark.runfile import iter_runs
+
+GRID = {"methods": "baseline,kd", "data": "synth", "regimes": "unpaired,paired", "seeds": [0],
+        "profile": "smoke", "progress": False}
+
+
+def _metrics(out: Path) -> dict[tuple, dict]:
+    return {(r["dataset"], r["regime"], r["method"], r["seed"]): r["metrics"] for r in iter_runs(out)}
+
+
+def test_parse_shard_rejects_bad_values() -> None:
+    assert parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "a/b", "1-2"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+
+
+def test_two_shards_merge_to_the_unsharded_grid(tmp_path: Path) -> None:
+    whole = benchmark.run(out=tmp_path / "whole", **GRID)
+    part0 = benchmark.run(out=tmp_path / "sharded", shard="0/2", **GRID)
+    part1 = benchmark.run(out=tmp_path / "sharded", shard="1/2", **GRID)
+    keys = lambda rs: {(r["regime"], r["method"]) for r in rs}  # noqa: E731
+    assert keys(part0).isdisjoint(keys(part1))
+    assert keys(part0) | keys(part1) == keys(whole)
+    assert _metrics(tmp_path / "whole") == _metrics(tmp_path / "sharded")
+
+
+def test_submitit_local_launcher_runs_every_shard_once(tmp_path: Path) -> None:
+    pytest.importorskip("submitit")
+    grid = grid_from_mapping({**GRID, "methods": "baseline", "out": str(tmp_path / "sub")})
+    counts = launch(grid, "submitit-local", SlurmOptions(tasks=2, array_parallelism=1, time_min=20))
+    assert sum(c.get("ok", 0) for c in counts) == 2
+    runs = [r for r in iter_runs(tmp_path / "sub") if r["method"] == "baseline"]
+    assert sorted(r["regime"] for r in runs) == ["paired", "unpaired"]
+
+
+@pytest.mark.skipif(shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None,
+                    reason="accelerate launcher not installed")
+def test_two_cpu_processes_end_with_identical_weights_and_one_writer(tmp_path: Path) -> None:
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+         "no", "--dynamo_backend", "no", "-m", "benchmark", "--methods", "kd", "--data", "synth", "--regimes",
+         "unpaired", "--seeds", "0", "--profile", "smoke", "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    hashes = dict(re.findall(r"rank (\d)/2 synth/unpaired/kd/seed0 student sha256 ([0-9a-f]+)", res.stderr))
+    assert set(hashes) == {"0", "1"}, res.stderr[-2000:]
+    assert hashes["0"] == hashes["1"]
+    files = list((out / "runs" / "synth" / "unpaired" / "kd").iterdir())
+    assert [f.name for f in files] == ["seed0.json"]
+    record = iter_runs(out)
+    kd = next(r for r in record if r["method"] == "kd")
+    assert kd["student_sha256"] == hashes["0"]
