@@ -139,16 +139,18 @@ class Backbone(nn.Module):
 def create_backbone(name: str, num_classes: int, pretrained: str = "", **kwargs: Any) -> Backbone:
     """Build a timm model by name, optionally loading weights, wrapped as a :class:`Backbone`.
 
-    ``pretrained``: ``""`` for random init; a checkpoint path; or anything that
-    :func:`benchmark.weights.load_pretrained` understands.
+    ``pretrained``: ``""`` for random init, ``builtin`` for the ImageNet weights that ship
+    inside a registry package, or a local checkpoint path (see :mod:`benchmark.weights`).
+    A name tagged ``.imagenet`` (``efficientnet_lite0.imagenet``) means ``builtin``.
     """
+    from .weights import load_pretrained, resolve_backbone
+
+    timm_name, pretrained = resolve_backbone(name, pretrained)
     try:
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes, **kwargs)
     except RuntimeError as err:
-        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
+        close = timm.list_models(f"*{timm_name[:6]}*")[:5]
         raise ValueError(f"unknown backbone {name!r} ({err}); similar timm names: {close}") from err
     if pretrained:
-        from .weights import load_pretrained
-
-        load_pretrained(model, name, pretrained)
+        load_pretrained(model, timm_name, pretrained)
     return Backbone(model, name)

@@ -50,6 +50,8 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     o.add_argument("--lr", type=float)
     o.add_argument("--data-scale", type=float)
     o.add_argument("--precision", choices=["no", "bf16", "fp16"])
+    o.add_argument("--normalize", choices=["none", "imagenet"], help="input normalisation (default: imagenet with "
+                                                                     "pretrained weights, none otherwise)")
     o.add_argument("--teacher-cache", action="store_true", default=None)
     d = p.add_argument_group("data")
     d.add_argument("--data-root", help="folder holding real datasets (default $KDBENCH_DATA)")

@@ -112,7 +112,14 @@ class GridConfig:
     progress: bool = True
 
     def resolved_profile(self) -> Profile:
-        return get_profile(self.profile).replace(**self.profile_overrides)
+        """The named profile with this grid's overrides. Pretrained weights (from
+        ``--pretrained`` or a ``.imagenet`` backbone tag) bring ImageNet input
+        normalisation unless ``normalize`` is set explicitly."""
+        profile = get_profile(self.profile).replace(**self.profile_overrides)
+        tagged = any(b.endswith(".imagenet") for b in (profile.backbone, profile.teacher_backbone))
+        if (profile.pretrained or tagged) and "normalize" not in self.profile_overrides:
+            profile = profile.replace(normalize="imagenet")
+        return profile
 
 
 def _split_list(value: Any) -> list[str]:
@@ -163,7 +170,7 @@ def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
             setattr(g, key, str(m[key]))
     overrides = dict(m.get("profile_overrides") or {})
     for key in ("backbone", "teacher_backbone", "epochs", "teacher_epochs", "image_size", "batch_size",
-                "pretrained", "group_size", "lr", "data_scale", "precision", "teacher_cache"):
+                "pretrained", "group_size", "lr", "data_scale", "precision", "teacher_cache", "normalize"):
         if m.get(key) is not None:
             overrides[key] = m[key]
     g.profile_overrides = overrides
