@@ -122,6 +122,26 @@ PROFILES: dict[str, Profile] = {
         channels_last=True,
         val_every=1,
     ),
+    # Small real datasets (a few hundred lesions) on a CPU: ImageNet-pretrained
+    # EfficientNet-Lite0 student and Lite2 teacher from the packaged offline weights
+    # (benchmark/weights.py), fine-tuned with Adam at a small learning rate.
+    "real": Profile(
+        name="real",
+        backbone="efficientnet_lite0",
+        teacher_backbone="efficientnet_lite2",
+        image_size=112,
+        epochs=8,
+        teacher_epochs=8,
+        batch_size=32,
+        optimizer="adam",
+        lr=2e-4,
+        teacher_lr=2e-4,
+        weight_decay=1e-5,
+        data_scale=0.15,
+        min_class_images=24,
+        pretrained="builtin",
+        normalize="imagenet",
+    ),
 }
 
 
