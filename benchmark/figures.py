@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 FPR_GRID = np.linspace(0.0, 1.0, 201)
+MAX_BANDS = 6
 
 
 def _save(fig: Figure, stem: Path) -> list[Path]:
@@ -57,7 +58,11 @@ def mean_roc(y: np.ndarray, probs: Sequence[np.ndarray]) -> tuple[np.ndarray, np
 
 @dataclass
 class RocCurve:
-    """One curve of a ROC panel: label, mean TPR on :data:`FPR_GRID`, its std, dashed or not."""
+    """One curve of a ROC panel: label, mean TPR on :data:`FPR_GRID`, its std, dashed or not.
+
+    Panels with more than :data:`MAX_BANDS` curves draw the band only for the first curve
+    (the baseline), the best curve by area and dashed curves, so the figure stays legible.
+    """
 
     label: str
     tpr: np.ndarray
@@ -72,10 +77,13 @@ def roc_figure(title: str, panels: dict[str, list[RocCurve]], stem: Path) -> lis
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, (panel, curves) in zip(axes, panels.items(), strict=False):
         ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
+        areas = [-1.0 if c.dashed else float(np.sum(np.diff(FPR_GRID) * (c.tpr[1:] + c.tpr[:-1]) / 2)) for c in curves]
+        best = int(np.argmax(areas)) if areas else -1
         for i, c in enumerate(curves):
             color = "black" if c.dashed else f"C{i % 10}"
+            band = len(curves) <= MAX_BANDS or i in (0, best) or c.dashed
             ax.plot(FPR_GRID, c.tpr, color=color, lw=1.4, ls="--" if c.dashed else "-", label=c.label)
-            if np.any(c.std > 0):
+            if band and np.any(c.std > 0):
                 ax.fill_between(
                     FPR_GRID, np.clip(c.tpr - c.std, 0, 1), np.clip(c.tpr + c.std, 0, 1), color=color, alpha=0.15, lw=0
                 )
@@ -105,7 +113,7 @@ def auc_bars(
     labels = list(dict.fromkeys(b.label for b in bars))
     per_group = {g: [b for b in bars if b.group == g] for g in groups}
     width = 0.8 / max(1, max(len(v) for v in per_group.values()))
-    fig = Figure(figsize=(max(5.0, 2.5 + 0.3 * len(bars) + 0.4 * len(groups)), 4.0), layout="constrained")
+    fig = Figure(figsize=(max(6.5, 4.0 + 0.3 * len(bars) + 0.4 * len(groups)), 4.0), layout="constrained")
     ax = fig.subplots()
     seen: set[str] = set()
     for gi, g in enumerate(groups):

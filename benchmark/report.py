@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import figures
-from .metrics import bootstrap_ci, classification_metrics
+from .metrics import bootstrap_ci, weighted_metrics
 from .runfile import iter_runs
 from .stats import (
     DeLongResult,
@@ -137,7 +137,9 @@ def _to_run(rec: dict[str, Any]) -> Run:
             y = prob = None
     metrics = dict(rec.get("metrics") or {})
     if y is not None:
-        metrics.update(classification_metrics(y, prob))
+        # the vectorised form of classification_metrics (equal to scikit-learn, see tests/test_metrics.py):
+        # scikit-learn's input validation dominates the time of a report over hundreds of runs
+        metrics.update({k: float(v[0]) for k, v in weighted_metrics(y, prob).items()})
     metrics = {
         k: (math.nan if v is None else float(v)) for k, v in metrics.items() if isinstance(v, int | float) or v is None
     }
