@@ -347,3 +347,34 @@ def test_no_gradient_reaches_teacher(name: str) -> None:
     assert cls.main_regimes == frozenset({"paired", "all"})
     assert "unpaired" not in cls.regimes or name == "polypsalign"
     assert cls.deviations and cls.paper
+
+
+# -- end to end ---------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_paired_methods_end_to_end_smoke(tmp_path) -> None:
+    from benchmark import run
+
+    records = run(
+        methods=",".join(PAIRED_METHODS),
+        data="synth",
+        regimes="unpaired,all",
+        seeds=[0],
+        profile="smoke",
+        out=tmp_path,
+        epochs=1,
+    )
+    seen = {(r["method"], r["regime"]): r for r in records}
+    expected_terms = {
+        "add": {"ce", "logit", "add_nbi", "add_wli"},
+        "cpc-trans": {"ce", "cga"},
+        "cpc-trans-shared": {"ce", "ce_nbi", "cga"},
+        "polypsalign": {"ce", "adv", "contrast", "adv_real", "adv_fake"},
+        "samd": {"ce"},
+    }
+    for name in PAIRED_METHODS:
+        record = seen[(name, "all")]
+        assert record["status"] == "ok", record.get("error")
+        assert expected_terms[name] <= set(record["history"][-1]["loss"])
+        assert 0.0 <= record["metrics"]["auc"] <= 1.0
+        unpaired = seen[(name, "unpaired")]
+        assert unpaired["status"] == ("ok" if name == "polypsalign" else "unsupported"), unpaired.get("error")
