@@ -63,10 +63,10 @@ class ADD(Distiller):
        which equals the CAM up to scale for a GAP + linear head), refined by PAR on the
        network's own input image (10 iterations, dilations 1, 2, 4, 8) and split by the
        thresholds 0.3 / 0.7 into background, lesion and ambiguous (``methods._dense``).
-    3. Semantic relation mask (SRG, Eq. 2.2): a pair (NBI pixel i, WLI pixel j) may attend
+    3. Semantic relation mask (SRG, "Eq. 2.2" in the code's comments): a pair (NBI pixel i, WLI pixel j) may attend
        iff both carry the same confident label; pairs with an ambiguous pixel are masked
        (the code's confuse value 0).
-    4. ADD cross-attention (Eq. 2.1): NBI pixels query WLI pixels,
+    4. ADD cross-attention ("Eq. 2.1" in the code's comments): NBI pixels query WLI pixels,
        Rec^N = softmax(F^N F^W^T + M) F^W (no 1/sqrt(d) scaling in the code), and the
        loss is 1 - cos(vec Rec^N, vec F^N) over the whole flattened map; bidirectional
        ("Bi-A"): also WLI pixels querying NBI pixels. Targets are not detached, as in the
@@ -86,8 +86,9 @@ class ADD(Distiller):
 
     summary: ClassVar[str] = "ADD: CAM-masked bidirectional NBI<->WLI pixel cross-attention + logit cosine"
     paper: ClassVar[str] = (
-        "Hu et al., MICCAI 2025 (arXiv 2505.19319), Eq. 2.1 (ADD cross-attention, 1 - cos reconstruction, "
-        "bidirectional) and Eq. 2.2 (semantic relation mask); code Huster-Hq/ADD"
+        "Hu et al., MICCAI 2025 (arXiv 2505.19319), ADD cross-attention with 1 - cos reconstruction, "
+        "bidirectional, and the semantic relation mask (Eq. 2.1 / 2.2 as the code's comments cite them); "
+        "code Huster-Hq/ADD"
     )
     regimes: ClassVar[frozenset[str]] = frozenset({"paired", "all"})
     main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "all"})
