@@ -12,12 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 FPR_GRID = np.linspace(0.0, 1.0, 201)
 MAX_BANDS = 6
+
+
+def _color(i: int, n: int) -> tuple[float, ...] | str:
+    """Distinct colours: tab10 for up to 10 series, tab20 beyond (cycling past 20)."""
+    if n <= 10:
+        return f"C{i % 10}"
+    return colormaps["tab20"](i % 20)
 
 
 def _save(fig: Figure, stem: Path) -> list[Path]:
@@ -80,7 +88,7 @@ def roc_figure(title: str, panels: dict[str, list[RocCurve]], stem: Path) -> lis
         areas = [-1.0 if c.dashed else float(np.sum(np.diff(FPR_GRID) * (c.tpr[1:] + c.tpr[:-1]) / 2)) for c in curves]
         best = int(np.argmax(areas)) if areas else -1
         for i, c in enumerate(curves):
-            color = "black" if c.dashed else f"C{i % 10}"
+            color = "black" if c.dashed else _color(i, len(curves))
             band = len(curves) <= MAX_BANDS or i in (0, best) or c.dashed
             ax.plot(FPR_GRID, c.tpr, color=color, lw=1.4, ls="--" if c.dashed else "-", label=c.label)
             if band and np.any(c.std > 0):
@@ -89,7 +97,10 @@ def roc_figure(title: str, panels: dict[str, list[RocCurve]], stem: Path) -> lis
                 )
         ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=panel)
         ax.set_aspect("equal")
-        ax.legend(fontsize=7, loc="lower right")
+        if len(curves) <= MAX_BANDS + 1:
+            ax.legend(fontsize=7, loc="lower right")
+        else:
+            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2, frameon=False)
     fig.suptitle(title, fontsize=10)
     return _save(fig, stem)
 
@@ -113,7 +124,7 @@ def auc_bars(
     labels = list(dict.fromkeys(b.label for b in bars))
     per_group = {g: [b for b in bars if b.group == g] for g in groups}
     width = 0.8 / max(1, max(len(v) for v in per_group.values()))
-    fig = Figure(figsize=(max(6.5, 4.0 + 0.3 * len(bars) + 0.4 * len(groups)), 4.0), layout="constrained")
+    fig = Figure(figsize=(min(14.0, max(6.5, 4.0 + 0.22 * len(bars) + 0.4 * len(groups))), 4.0), layout="constrained")
     ax = fig.subplots()
     seen: set[str] = set()
     for gi, g in enumerate(groups):
@@ -122,7 +133,7 @@ def auc_bars(
         for j, b in enumerate(members):
             lo = max(0.0, b.auc - b.low) if np.isfinite(b.low) else 0.0
             hi = max(0.0, b.high - b.auc) if np.isfinite(b.high) else 0.0
-            color = f"C{labels.index(b.label) % 10}"
+            color = _color(labels.index(b.label), len(labels))
             ax.bar(
                 left + width * (j + 0.5),
                 b.auc,
@@ -170,20 +181,22 @@ def cd_diagram(title: str, ranks, nemenyi, cd: float, stem: Path, alpha: float =
 
 
 def gap_closed_figure(title: str, rows: dict[str, dict[str, float]], stem: Path) -> list[Path]:
-    """Share of the teacher-baseline AUC gap each method closes (%), grouped by method,
-    one bar per dataset/regime column."""
+    """Share of the teacher-baseline AUC gap each method closes (%), as an annotated heatmap:
+    one row per method, one column per dataset / training data."""
     methods = list(rows)
     cols = list(dict.fromkeys(c for r in rows.values() for c in r))
-    width = 0.8 / max(1, len(cols))
-    fig = Figure(figsize=(max(5.0, 1.0 + 0.5 * len(methods) * max(1, len(cols)) ** 0.5), 4.0), layout="constrained")
+    grid = np.array([[rows[m].get(c, np.nan) for c in cols] for m in methods], dtype=np.float64)
+    fig = Figure(figsize=(min(16.0, 2.5 + 1.1 * len(cols)), 1.6 + 0.32 * len(methods)), layout="constrained")
     ax = fig.subplots()
-    for j, col in enumerate(cols):
-        xs = [i - 0.4 + width * (j + 0.5) for i, m in enumerate(methods) if col in rows[m]]
-        ys = [rows[m][col] for m in methods if col in rows[m]]
-        ax.bar(xs, ys, width=width * 0.95, color=f"C{j % 10}", label=col)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.axhline(100, color="black", lw=0.8, ls="--")
-    ax.set(xticks=range(len(methods)), ylabel="gap closed (%)", title=title)
-    ax.set_xticklabels(methods, rotation=30, ha="right")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", vmin=-50, vmax=100, aspect="auto")
+    for i in range(len(methods)):
+        for j in range(len(cols)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels(cols, rotation=35, ha="right", fontsize=7)
+    ax.set_yticks(range(len(methods)))
+    ax.set_yticklabels(methods, fontsize=8)
+    fig.colorbar(im, ax=ax, label="gap closed (%)", shrink=0.8)
+    ax.set_title(title, fontsize=9)
     return _save(fig, stem)

@@ -690,8 +690,8 @@ class ReportBuilder:
         table = Table(
             f"{_slug(ds)}_main",
             f"{label}: WLI test set, Acc / F1 / AUC (%)",
-            ["method", "training data", "n", "Acc", "F1", "AUC"],
-            numeric={2, 3, 4, 5},
+            ["method", "training data", "n", "Acc", "F1", "AUC", "AUC 95% CI"],
+            numeric={2, 3, 4, 5, 6},
         )
         for c in cells:
             row = [
@@ -725,11 +725,15 @@ class ReportBuilder:
                         marks,
                     )
                 )
+            low, high, _ = self.ci(c)
+            ci_text = f"[{100 * low:.1f}, {100 * high:.1f}]" if math.isfinite(low) else "—"
+            row.append(TCell(ci_text, {"AUC_ci_low": low, "AUC_ci_high": high}))
             table.rows.append(row)
         table.notes.append(
             f"{label}. {MARK_DELONG} DeLong, {MARK_T} paired t-test over seeds: different from `{BASELINE}` with the "
-            f"same training data, Holm-corrected within this table, α = {ALPHA}. Teachers are scored on test images "
-            "of their own modality (upper bound, not a student)."
+            f"same training data, Holm-corrected within this table, α = {ALPHA}. AUC 95% CI: lesion-level bootstrap "
+            "of the seed-mean AUC. Teachers are scored on test images of their own modality (upper bound, not a "
+            "student)."
         )
         if self.r.synthetic.get(ds):
             table.notes.append("SYNTHETIC data: rendered twins, not patient images.")

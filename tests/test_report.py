@@ -209,11 +209,13 @@ def test_teacher_row_and_planted_significance(report: tuple[Path, str]) -> None:
     text = _section(full, "## synth [SYNTHETIC]")
     assert "NBI teacher (upper bound)" in _row(text, "NBI teacher (upper bound)", "NBI train images")
     strong = _row(text, "strong", "D_unp")
-    auc_cell = strong.strip("|").split("|")[-1]
+    auc_cell = strong.strip("|").split("|")[-2]
+    low, high = map(float, re.findall(r"[\d.]+", strong.strip("|").split("|")[-1]))
+    assert low < float(re.findall(r"[\d.]+", auc_cell)[0]) <= high
     assert auc_cell.strip().endswith("\\*†")  # DeLong and paired t-test, after Holm
-    best_auc = [_row(text, "strong", r).strip("|").split("|")[-1].strip() for r in ("D_unp", "D_p+D_unp")]
+    best_auc = [_row(text, "strong", r).strip("|").split("|")[-2].strip() for r in ("D_unp", "D_p+D_unp")]
     assert any(c.startswith("**") and c.endswith("**\\*†") for c in best_auc)  # best AUC in bold
-    kd = _row(text, "kd", "D_unp").strip("|").split("|")[-1]
+    kd = _row(text, "kd", "D_unp").strip("|").split("|")[-2]
     assert "\\*" not in kd and "†" not in kd
     # summary: teacher upper bound, strongest non-PaGKD (the planted method), PaGKD
     summary = _row(full, "strongest non-PaGKD method")
