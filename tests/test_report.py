@@ -251,3 +251,25 @@ def test_empty_results_folder_is_a_clear_error(tmp_path: Path) -> None:
         build_report(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_report(tmp_path / "missing")
+
+
+def test_delong_combination_follows_the_test_images() -> None:
+    """Same test images across seeds: DeLong on seed-averaged probabilities; different images
+    per seed: per-seed DeLong combined by Stouffer; no shared images: no DeLong."""
+    from benchmark.report import Cell, _to_run, compare
+
+    def cell(method: str, strength: float, shift_sources: bool = False) -> Cell:
+        c = Cell("synth", "unpaired", method)
+        for seed in range(3):
+            rec = _record("synth", True, "unpaired", method, seed, 2, strength)
+            if shift_sources:  # each seed scored on its own images (ids differ per seed)
+                rec["predictions"]["source"] = [f"s{seed}/{s}" for s in rec["predictions"]["source"]]
+            c.ok[seed] = _to_run(rec)
+        return c
+
+    same = compare(cell("strong", 2.5), cell("baseline", 0.6))
+    assert same.delong.method == "seed-averaged" and same.delong.p < 1e-6 and same.paired.n == 3
+    per_seed = compare(cell("strong", 2.5, True), cell("baseline", 0.6, True))
+    assert per_seed.delong.method == "stouffer" and per_seed.delong.z > 0
+    mixed = compare(cell("strong", 2.5, True), cell("baseline", 0.6))
+    assert mixed.delong is None and "not on the same test images" in mixed.delong_note
