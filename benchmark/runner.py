@@ -220,7 +220,9 @@ class Session:
                 teacher = tres.model
                 teacher_s = 0.0 if tres.cached else tres.train_s
                 record["teacher"] = {"config_hash": tres.key, "modality": modality, "val_auc": tres.val_auc,
-                                     "test_auc": tres.metrics.get("auc"), "backbone": profile.teacher_backbone}
+                                     "test_auc": tres.metrics.get("auc"), "backbone": profile.teacher_backbone,
+                                     # same condition as train.fit: outputs computed once, un-augmented
+                                     "output_cache": bool(profile.teacher_cache and not cls.teacher_augmented)}
             seed_everything(cfg.seed)
             student_pool, teacher_pool = bundle.regime_pools(cfg.regime)
             labels = bundle.table.labels
