@@ -22,8 +22,8 @@ def pairwise_distances(x: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 def mean_normalised_distances(x: Tensor) -> Tensor:
-    """Pairwise distances divided by the mean of the positive ones (Park et al., Eq. 4:
-    ``psi_D(t_i, t_j) = ||t_i - t_j|| / mu``)."""
+    """Pairwise distances divided by the mean of the positive ones (Park et al., the
+    distance-wise potential ``psi_D(t_i, t_j) = ||t_i - t_j|| / mu``)."""
     dist = pairwise_distances(x)
     positive = dist[dist > 0]
     if positive.numel() == 0:  # a single row, or all rows identical: nothing to relate
@@ -33,7 +33,7 @@ def mean_normalised_distances(x: Tensor) -> Tensor:
 
 def triplet_angles(x: Tensor) -> Tensor:
     """``(B, B, B)`` cosines ``<e_ij, e_ik>`` with ``e_ij = (x_j - x_i) / ||x_j - x_i||``
-    (Park et al., Eq. 6); degenerate triplets (``j == i`` or ``k == i``) are 0."""
+    (Park et al., the angle-wise potential); degenerate triplets (``j == i`` or ``k == i``) are 0."""
     diff = x.unsqueeze(0) - x.unsqueeze(1)  # diff[i, j] = x_j - x_i
     unit = F.normalize(diff, p=2, dim=2)
     return torch.bmm(unit, unit.transpose(1, 2))
@@ -41,7 +41,7 @@ def triplet_angles(x: Tensor) -> Tensor:
 
 def rkd_distance_loss(student: Tensor, teacher: Tensor) -> Tensor:
     """Smooth-L1 between mean-normalised distance matrices, mean over all ``B^2`` entries
-    (Park et al., Eq. 5); the teacher side carries no gradient."""
+    (Park et al., RKD-D); the teacher side carries no gradient."""
     with torch.no_grad():
         target = mean_normalised_distances(teacher.detach().flatten(1))
     return F.smooth_l1_loss(mean_normalised_distances(student.flatten(1)), target)
@@ -49,7 +49,7 @@ def rkd_distance_loss(student: Tensor, teacher: Tensor) -> Tensor:
 
 def rkd_angle_loss(student: Tensor, teacher: Tensor) -> Tensor:
     """Smooth-L1 between triplet-angle tensors, mean over all ``B^3`` entries
-    (Park et al., Eq. 7); the teacher side carries no gradient."""
+    (Park et al., RKD-A); the teacher side carries no gradient."""
     with torch.no_grad():
         target = triplet_angles(teacher.detach().flatten(1))
     return F.smooth_l1_loss(triplet_angles(student.flatten(1)), target)
@@ -59,7 +59,7 @@ def rkd_angle_loss(student: Tensor, teacher: Tensor) -> Tensor:
 class RKD(Distiller):
     """Park, Kim, Lu & Cho, "Relational Knowledge Distillation", CVPR 2019: the student's
     pooled embeddings reproduce the teacher's mean-normalised pairwise distances
-    (RKD-D, Eqs. 4-5) and triplet angles (RKD-A, Eqs. 6-7), both with the Huber
+    (distance-wise RKD-D) and triplet angles (angle-wise RKD-A), Sec. 3.2, both with the Huber
     (smooth-L1, delta = 1) loss.
 
     Defaults follow the paper and RepDistiller / mdistiller: w_d = 25, w_a = 50, CE 1.
@@ -74,7 +74,7 @@ class RKD(Distiller):
     """
 
     summary: ClassVar[str] = "RKD: match the teacher's pairwise distances and triplet angles"
-    paper: ClassVar[str] = "Park, Kim, Lu & Cho, CVPR 2019, Eqs. 4-7 (RKD-D and RKD-A, smooth-L1)"
+    paper: ClassVar[str] = "Park, Kim, Lu & Cho, CVPR 2019, Sec. 3.2 (RKD-D and RKD-A losses, Huber/smooth-L1)"
     regimes: ClassVar[frozenset[str]] = frozenset(REGIMES)
     main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "distance": 25.0, "angle": 50.0}
