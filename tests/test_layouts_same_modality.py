@@ -82,6 +82,23 @@ def test_ham10000_splits_by_lesion_through_the_catalogue(tmp_path: Path) -> None
     assert sum(len(v) for v in (s.unpaired_student, s.val_student, s.test_student)) == len(bundle.table)
 
 
+def test_ham10000_reads_the_isic2018_task3_release(tmp_path: Path) -> None:
+    rows = ham_tree(tmp_path)
+    (tmp_path / "HAM10000_metadata.csv").unlink()
+    cols = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    truth = ["image," + ",".join(cols)]
+    truth += [im + "," + ",".join("1.0" if c.lower() == dx else "0.0" for c in cols) for im, (_, dx) in rows.items()]
+    folder = tmp_path / "ISIC2018_Task3_Training_GroundTruth"
+    folder.mkdir()
+    (folder / "ISIC2018_Task3_Training_GroundTruth.csv").write_text("\n".join(truth) + "\n")
+    groups = ["image,lesion_id,diagnosis_confirm_type", *[f"{im},{le},histo" for im, (le, _) in rows.items()]]
+    (tmp_path / "ISIC2018_Task3_Training_LesionGroupings.csv").write_text("\n".join(groups) + "\n")
+    raw = ham10000.load(tmp_path, OPTIONS)
+    assert len(raw.table) == len(rows)
+    for src, label, lesion in zip(raw.table.source, raw.table.labels, raw.table.lesion, strict=True):
+        assert (str(lesion), raw.classes[label]) == rows[Path(src).stem]
+
+
 def test_ham10000_missing_csv_names_the_file(tmp_path: Path) -> None:
     write_image(tmp_path / "HAM10000_images_part_1" / "ISIC_0000001.jpg", 0)
     with pytest.raises(DataError, match=r"HAM10000_metadata\.csv"):

@@ -7,7 +7,10 @@ Layout read (``--data ham10000 --data-root R`` reads ``R/ham10000``)::
     <root>/HAM10000_images_part_2/ISIC_0032258.jpg
 
 The metadata file may also sit one folder below the root, and may be the Dataverse's
-tab-separated ``HAM10000_metadata.tab``. Images are found by file stem (``image_id``)
+tab-separated ``HAM10000_metadata.tab``. The ISIC 2018 challenge release of the same
+images is read too: ``ISIC2018_Task3_Training_GroundTruth.csv`` (one-hot MEL, NV, BCC,
+AKIEC, BKL, DF, VASC) with ``ISIC2018_Task3_Training_LesionGroupings.csv``
+(``image,lesion_id``) and ``ISIC2018_Task3_Training_Input/``. Images are found by file stem (``image_id``)
 anywhere below the root, so the two part folders, a single merged folder and the
 Kaggle copy (which ships each part twice, upper- and lower-case) all work; a stem found
 twice is read from its first path in sorted order.
@@ -39,6 +42,8 @@ from ..images import log_warning
 MODALITY = "derm"
 CLASSES = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]
 METADATA_NAMES = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata")
+ISIC2018_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
+ISIC2018_GROUPS = "ISIC2018_Task3_Training_LesionGroupings.csv"
 LAYOUT = (
     "<root>/HAM10000_metadata.csv (columns lesion_id,image_id,dx) with the images under "
     "<root>/HAM10000_images_part_1/ and <root>/HAM10000_images_part_2/ as <image_id>.jpg"
@@ -145,16 +150,57 @@ def finish(
 
 
 # ----------------------------------------------------------------- the loader
+def read_labels(root: Path, notes: list[str]) -> tuple[Path, list[dict[str, str]]]:
+    """(label file, rows with ``image_id``, ``lesion_id``, ``dx``) from HAM10000_metadata.csv, or
+    from the ISIC 2018 task 3 ground truth (one-hot) and lesion groupings when that is what is there."""
+    meta = find_file(root, METADATA_NAMES)
+    if meta is not None:
+        rows = read_table(meta)
+        require_columns(meta, rows, ("lesion_id", "image_id", "dx"))
+        return meta, rows
+    truth = find_file(root, [ISIC2018_TRUTH])
+    if truth is None:
+        raise missing_file_error(
+            root, "HAM10000_metadata.csv", "HAM10000", LAYOUT + f" (or the ISIC 2018 release's {ISIC2018_TRUTH})"
+        )
+    table = read_table(truth)
+    require_columns(truth, table, ("image",))
+    columns = [c for c in table[0] if c != "image"]
+    groups = find_file(root, [ISIC2018_GROUPS])
+    lesion_of: dict[str, str] = {}
+    if groups is None:
+        note(
+            notes,
+            f"ham10000: {ISIC2018_GROUPS} not found; every image is its own lesion, so images of one lesion "
+            "may fall into different splits. Add the lesion groupings (or HAM10000_metadata.csv).",
+        )
+    else:
+        grouping = read_table(groups)
+        require_columns(groups, grouping, ("image", "lesion_id"))
+        lesion_of = {r["image"]: r["lesion_id"] for r in grouping}
+    rows = []
+    for r in table:
+        hot = [c for c in columns if positive(r.get(c, ""))]
+        dx = hot[0].casefold() if len(hot) == 1 else ""
+        rows.append({"image_id": r["image"], "lesion_id": lesion_of.get(r["image"], ""), "dx": dx})
+    notes.append(f"ham10000: labels from the ISIC 2018 task 3 release ({truth.name})")
+    return truth, rows
+
+
+def positive(value: str) -> bool:
+    """A one-hot cell that is set (``1``, ``1.0``)."""
+    try:
+        return float(value) > 0.5
+    except ValueError:
+        return False
+
+
 @register_layout("ham10000")
 def load(root: Path, options: LoadOptions) -> RawDataset:
     root = check_root(root, "HAM10000", LAYOUT)
-    meta = find_file(root, METADATA_NAMES)
-    if meta is None:
-        raise missing_file_error(root, "HAM10000_metadata.csv", "HAM10000", LAYOUT)
-    rows = read_table(meta)
-    require_columns(meta, rows, ("lesion_id", "image_id", "dx"))
-    images, repeats = index_images(root)
     notes: list[str] = []
+    meta, rows = read_labels(root, notes)
+    images, repeats = index_images(root)
     if repeats:
         note(notes, f"ham10000: {repeats} image file(s) repeat a file name seen earlier; the first copy is read", False)
 

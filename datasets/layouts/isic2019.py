@@ -37,6 +37,7 @@ from .ham10000 import (
     index_images,
     missing_file_error,
     note,
+    positive,
     read_table,
     require_columns,
 )
@@ -47,13 +48,6 @@ LAYOUT = (
     f"<root>/{GROUND_TRUTH} (column image plus one-hot class columns), optional <root>/{METADATA} "
     "(columns image,lesion_id) and the images as <root>/ISIC_2019_Training_Input/<image>.jpg"
 )
-
-
-def positive(value: str) -> bool:
-    try:
-        return float(value) > 0.5
-    except ValueError:
-        return False
 
 
 def read_lesions(path: Path) -> dict[str, str]:
