@@ -62,6 +62,9 @@ K_MUCOSA = 3
 MAX_SPECULAR = 3
 # cos() evaluations per chunk (images x components x pixels), bounds memory to ~100 MB.
 CHUNK_BUDGET = 6_000_000
+# Validation and test get at least this many times the per-class floor: an AUC from a
+# dozen lesions per class is too noisy to select or rank models.
+EVAL_FLOOR_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,8 @@ def _targets(spec: TwinSpec, scale: float, floor: int) -> list[tuple[str, str, i
             bases = [(spec.modality, split, spec.class_counts[c] * frac) for split, frac in held.items()]
         for group, split, base in bases:
             if base > 0:
-                out.append((group, split, c, max(floor, round(base * scale))))
+                least = floor * EVAL_FLOOR_FACTOR if split != "train" else floor
+                out.append((group, split, c, max(least, round(base * scale))))
     return out
 
 

@@ -126,7 +126,7 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=600,
             class_fractions=(1 / 3, 1 / 3, 1 / 3),
             texture=(HYPERPLASTIC, ADENOMA, CARCINOMA),
-            cue=(-0.6, 0.0, 0.6),
+            cue=(-1.0, 0.0, 1.0),
         ),
         TwinSpec(
             name="piccolo",
@@ -138,7 +138,7 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=214,
             class_fractions=(0.25, 0.6, 0.15),
             texture=(HYPERPLASTIC, ADENOMA, CARCINOMA),
-            cue=(-0.6, 0.0, 0.6),
+            cue=(-1.0, 0.0, 1.0),
         ),
         TwinSpec(
             name="polypset",
@@ -150,7 +150,7 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=450,
             class_fractions=(0.38, 0.62),
             texture=(HYPERPLASTIC, ADENOMA),
-            cue=(-0.5, 0.5),
+            cue=(-0.8, 0.8),
         ),
         TwinSpec(
             name="ih_polyp",
@@ -162,7 +162,7 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=921,
             class_fractions=(0.4, 0.6),
             texture=(HYPERPLASTIC, ADENOMA),
-            cue=(-0.5, 0.5),
+            cue=(-0.8, 0.8),
         ),
         TwinSpec(
             name="ih_gc",
@@ -174,7 +174,7 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=303,
             class_fractions=(0.55, 0.45),
             texture=((0.35, 0.8, 0.0), (0.85, 0.15, 0.75)),
-            cue=(-0.5, 0.5),
+            cue=(-0.8, 0.8),
         ),
         TwinSpec(
             name="ham10000",
