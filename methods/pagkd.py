@@ -319,12 +319,14 @@ def group_contrastive_loss(wli: Tensor, nbi: Tensor, classes: Tensor, temperatur
     NBI-anchored losses. With a single class there is no negative and the loss is 0.
     """
     other_class = classes[:, None] != classes[None, :]
-    s_wn = set_similarity(wli, nbi) / temperature
-    loss_w = _anchored_infonce(s_wn, set_similarity(wli, wli) / temperature, other_class)
-    if not symmetric:
-        return loss_w.mean()
-    loss_n = _anchored_infonce(s_wn.t(), set_similarity(nbi, nbi) / temperature, other_class)
-    return 0.5 * (loss_w.mean() + loss_n.mean())
+    with torch.autocast(device_type=wli.device.type, enabled=False):  # float32 logits: tau amplifies rounding
+        wli, nbi = wli.float(), nbi.float()
+        s_wn = set_similarity(wli, nbi) / temperature
+        loss_w = _anchored_infonce(s_wn, set_similarity(wli, wli) / temperature, other_class)
+        if not symmetric:
+            return loss_w.mean()
+        loss_n = _anchored_infonce(s_wn.t(), set_similarity(nbi, nbi) / temperature, other_class)
+        return 0.5 * (loss_w.mean() + loss_n.mean())
 
 
 # --------------------------------------------------------------------------------------
@@ -334,9 +336,13 @@ def group_contrastive_loss(wli: Tensor, nbi: Tensor, classes: Tensor, temperatur
 def cam_pseudo_labels(features: Tensor, classifier_weight: Tensor, labels: Tensor, image: Tensor, *,
                       low: float = 0.3, high: float = 0.7, num_iter: int = 10,
                       dilations: tuple[int, ...] = (1, 2, 4, 8)) -> Tensor:
-    """Ground-truth-class CAM -> PAR -> dual thresholds: ``(B, h*w)`` in {-1, 0, 1}."""
-    cam = class_activation_map(features.detach().float(), classifier_weight.detach().float(), labels)
-    refined = pixel_adaptive_refinement(image.float(), cam, num_iter=num_iter, dilations=dilations)
+    """Ground-truth-class CAM -> PAR -> dual thresholds: ``(B, h*w)`` in {-1, 0, 1}.
+
+    Runs in float32 with autocast off (thresholds on bf16 CAMs would move pixels across
+    0.3/0.7, and the antialiased resize of PAR has no bf16 CPU kernel)."""
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        cam = class_activation_map(features.detach().float(), classifier_weight.detach().float(), labels)
+        refined = pixel_adaptive_refinement(image.float(), cam, num_iter=num_iter, dilations=dilations)
     return dual_threshold_labels(refined, low=low, high=high).flatten(1)
 
 
@@ -353,7 +359,8 @@ class SRCA(nn.Module):
 
     def forward(self, query_feats: Tensor, key_feats: Tensor, mask: Tensor | None) -> Tensor:
         """``query_feats (U, Lq, d)``, ``key_feats (U, Lk, d)``, additive/bool ``mask`` -> ``(U, Lq, d)``."""
-        return masked_attention(self.w_q(query_feats), self.w_k(key_feats), key_feats, mask, scale=self.scale)
+        q, k = self.w_q(query_feats), self.w_k(key_feats)
+        return masked_attention(q, k, key_feats.to(q.dtype), mask, scale=self.scale)
 
 
 def standardise_channels(tokens: Tensor, eps: float = 1e-5) -> Tensor:
@@ -495,7 +502,7 @@ class PaGKD(Distiller):
         """GKD-Pro: prototype sets of every group in both modalities, symmetric contrastive loss."""
         proto_w = self.prototype_head(units.pack(feature_tokens(s_map)), units.valid, tuple(s_map.shape[-2:]))
         proto_n = self.prototype_head(units.pack(feature_tokens(t_map)), units.valid, tuple(t_map.shape[-2:]))
-        return group_contrastive_loss(proto_w.float(), proto_n.float(), units.classes, float(self.opts["temperature"]))
+        return group_contrastive_loss(proto_w, proto_n, units.classes, float(self.opts["temperature"]))
 
     def dense_loss(self, s: Outputs, t: Outputs, s_map: Tensor, t_map: Tensor, batch: Batch, units: Units) -> Tensor:
         """GKD-Den: SRCA reconstructions in the chosen directions, L2 consistency."""

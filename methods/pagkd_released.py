@@ -122,8 +122,9 @@ def released_contrastive_loss(wli: Tensor, nbi: Tensor, temperature: float = 1.0
     the other 2U - 1 sets and p = exp(s(W_k, N_k)/tau) / (1 + sum_candidates exp(s/tau));
     the loss is -sum_k log p_k.
     """
-    sets = torch.stack([wli, nbi], dim=1).flatten(0, 1)  # (2U, N_q, d)
-    sim = released_set_similarity(sets, sets, divisor) / temperature
+    sets = torch.stack([wli, nbi], dim=1).flatten(0, 1).float()  # (2U, N_q, d)
+    with torch.autocast(device_type=sets.device.type, enabled=False):
+        sim = released_set_similarity(sets, sets, divisor) / temperature
     u = wli.shape[0]
     anchors = torch.arange(u, device=wli.device) * 2
     rows = sim[anchors]  # (U, 2U)
