@@ -164,6 +164,18 @@ def weighted_total(terms: dict[str, Tensor], weights: dict[str, float], method: 
     return total
 
 
+_TOTAL = "\0total"
+
+
+def loss_values(terms: dict[str, Tensor], total: Tensor) -> dict[str, float]:
+    """Every term's value and the weighted total (under the key ``_TOTAL``) as Python
+    floats, with one device-to-host copy per step instead of one per term."""
+    names = list(terms)
+    dtype = torch.float32 if total.device.type == "mps" else torch.float64  # exact for every float dtype
+    flat = torch.stack([t.detach().to(dtype).reshape(()) for t in [*terms.values(), total]])
+    return dict(zip([*names, _TOTAL], flat.tolist(), strict=True))
+
+
 @torch.no_grad()
 def predict(
     model: Backbone, store: ImageStore, table_index: np.ndarray, profile: Profile, batch_size: int = 256
@@ -270,12 +282,11 @@ def fit(
     world, rank = accelerator.num_processes, accelerator.process_index
     rank_rows = slice(rank, None, world) if world > 1 else slice(None)
 
+    result = FitResult(best_state={}, best_epoch=-1, best_val_auc=-math.inf, underfilled=dict(sampler.underfilled))
+    started = time.perf_counter()  # train_s includes computing the teacher-output cache
     cache = None
     if teacher is not None and profile.teacher_cache and not distiller.teacher_augmented:
         cache = TeacherOutputCache(teacher, data, profile)
-
-    result = FitResult(best_state={}, best_epoch=-1, best_val_auc=-math.inf, underfilled=dict(sampler.underfilled))
-    started = time.perf_counter()
     step = 0
     bar = tqdm(range(epochs), desc=description, leave=False, disable=not progress, dynamic_ncols=True)
     for epoch in bar:
@@ -296,8 +307,9 @@ def fit(
             with accelerator.autocast():
                 s_out, terms = step_module(batch, t_out)
                 total = weighted_total(terms, weights, distiller.name)
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            if not all(math.isfinite(v) for v in values.values()) or not math.isfinite(float(total.detach())):
+            values = loss_values(terms, total)
+            total_value = values.pop(_TOTAL)
+            if not all(math.isfinite(v) for v in values.values()) or not math.isfinite(total_value):
                 raise NonFiniteLossError(epoch, step, values)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(total)

@@ -1,0 +1,114 @@
+"""benchmark.perf on tiny sizes: every section returns well-formed, sane figures (no
+timing thresholds: those live in tests/perf), and the teacher-output cache feeds the
+teacher's outputs on the un-augmented images it is indexed by."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark import perf
+from benchmark.backbones import create_backbone
+from benchmark.profiles import get_profile
+from benchmark.train import TeacherOutputCache, loss_values
+
+
+@pytest.fixture(scope="module")
+def tiny() -> perf.PerfData:
+    profile = get_profile("smoke").replace(batch_size=16, image_size=16)
+    return perf.perf_data(profile, "ih_polyp")
+
+
+def test_expected_images_drops_only_a_last_single_row() -> None:
+    assert perf.expected_images(64, 16, 2) == 128
+    assert perf.expected_images(65, 16, 1) == 64  # a last batch of one row is dropped
+    assert perf.expected_images(66, 16, 3) == 198  # a last batch of two rows is kept
+
+
+def test_throughput_flops_and_table(tiny: perf.PerfData) -> None:
+    tp = perf.measure_throughput(tiny, epochs=1, repeats=1)
+    n = len(tiny.data.student_pool)
+    for method in ("baseline", "kd"):
+        m = tp["methods"][method]
+        assert m["images_harness"] == m["images_bare"] == m["images_expected"] == perf.expected_images(n, 16, 1)
+        assert m["harness_images_per_s"] > 0 and m["bare_images_per_s"] > 0
+        assert m["ratio"] > 0 and math.isfinite(m["ratio"])
+        assert m["ratio"] == pytest.approx(m["harness_images_per_s"] / m["bare_images_per_s"])
+        assert m["harness"][0]["steps"] == m["bare"][0]["steps"] == -(-n // 16) - (1 if n % 16 == 1 else 0)
+    fl = perf.measure_flops(tiny, tp, matmul_n=128, matmul_repeats=2)
+    assert fl["matmul_gflops"] > 0
+    assert fl["step_flops_per_image"]["kd"] > fl["step_flops_per_image"]["baseline"] == 3 * fl["student_forward_flops"]
+    for method in ("baseline", "kd"):
+        g = fl["methods"][method]["harness"]
+        assert g["gflops"] > 0
+        assert g["fraction_of_matmul"] == pytest.approx(g["gflops"] / fl["matmul_gflops"])
+    result = {"machine": perf.machine_state(), "profile": "smoke", "dataset": "ih_polyp-synthetic",
+              "throughput": tp, "flops": fl}
+    json.dumps(result)  # the --out file
+    table = perf.format_table(result)
+    assert "baseline: harness / bare loop" in table and "kd: achieved GFLOP/s" in table
+    assert "SYNTHETIC" in table
+
+
+def test_decode_cache_counts_every_file_and_hits_the_memory_map(tmp_path: Path) -> None:
+    dc = perf.measure_decode_cache(tmp_path, n_files=20, file_size=16, image_size=12, repeats=1, batch_size=8)
+    assert len(list((tmp_path / "png").glob("*.png"))) == 20
+    assert dc["images"] == 20 and dc["cache_hit_is_mmap"] and dc["identical_pixels"]
+    assert dc["cached_epoch_s"] > 0 and dc["decode_epoch_s"] > 0
+    assert dc["speedup"] == pytest.approx(dc["decode_epoch_s"] / dc["cached_epoch_s"])
+
+
+def test_png_variants_are_distinct_files(tmp_path: Path) -> None:
+    from PIL import Image
+
+    paths = perf.write_png_files(tmp_path, 6, file_size=12, distinct=2)
+    pixels = [np.asarray(Image.open(p)) for p in paths]
+    assert all(p.shape == (12, 12, 3) for p in pixels)
+    assert len({p.tobytes() for p in pixels}) == 6
+
+
+def test_teacher_cache_section(tiny: perf.PerfData) -> None:
+    tc = perf.measure_teacher_cache(tiny, epochs=1, repeats=1)
+    assert tc["train_s_off"] > 0 and tc["train_s_on"] > 0
+    assert tc["saving"] == pytest.approx(1 - tc["train_s_on"] / tc["train_s_off"])
+    assert tc["images"] == perf.expected_images(len(tiny.data.student_pool), 16, 1)
+    with pytest.raises(ValueError, match="augmented teacher inputs"):
+        perf.measure_teacher_cache(tiny, method="pagkd")
+
+
+def test_teacher_output_cache_matches_the_teacher_on_unaugmented_images(tiny: perf.PerfData) -> None:
+    torch.manual_seed(0)
+    teacher = create_backbone("kdbench_cnn4", tiny.bundle.num_classes).eval()
+    cache = TeacherOutputCache(teacher, tiny.data, tiny.profile, batch_size=7)  # several chunks
+    assert cache.logits.shape[0] == len(tiny.data.teacher_pool)
+    idx = torch.tensor([5, 0, 5, len(tiny.data.teacher_pool) - 1])
+    out = cache.outputs(idx)
+    x = tiny.store.batch(tiny.data.teacher_pool[idx.numpy()], tiny.profile.normalize, augment=False)
+    with torch.no_grad():
+        ref = teacher(x)
+    torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.embedding, ref.embedding, rtol=1e-4, atol=1e-5)
+    assert out.features == [] and out.classifier is teacher.classifier
+
+
+def test_loss_values_are_the_terms_and_total_as_floats() -> None:
+    terms = {"ce": torch.tensor(0.25), "kd": torch.tensor(float("nan"), dtype=torch.float64)}
+    values = loss_values(terms, torch.tensor(1.5, dtype=torch.bfloat16))
+    total = values.pop("\0total")
+    assert total == 1.5 and values["ce"] == 0.25 and math.isnan(values["kd"]) and list(values) == ["ce", "kd"]
+
+
+def test_main_writes_json_and_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "perf.json"
+    assert perf.main(["--only", "decode", "--decode-files", "10", "--decode-file-size", "16", "--repeats", "1",
+                      "--profile", "smoke", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["decode"]["images"] == 10 and data["synthetic"] is True
+    assert "load_1m" in data["machine"] and "epoch data access" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown perf section"):
+        perf.run_all(["speed"])
