@@ -245,9 +245,11 @@ def test_hint_regressor_matches_any_shape(s_size, t_size):
 
 def test_fitnets_real_backbones_default_stage(real_ctx):
     fit = methods.create("fitnets", real_ctx)
-    # kdbench_cnn4 at 24 px: maps 24, 12, 6, 3; the middle stage 2 (128 ch, 6x6) -> teacher stage 2 (256 ch)
+    # kdbench_cnn4 at 24 px: maps 24, 12, 6, 3; the middle stage 2 (6x6) -> the wide teacher's 6x6 stage 2
+    assert real_ctx.student.feature_sizes[2] == real_ctx.teacher.feature_sizes[2] == (6, 6)
     assert fit.student_stage == 2 and fit.teacher_stage == 2
-    assert fit.regressor.conv.in_channels == 128 and fit.regressor.conv.out_channels == 256
+    assert fit.regressor.conv.in_channels == real_ctx.student.feature_channels[2]
+    assert fit.regressor.conv.out_channels == real_ctx.teacher.feature_channels[2] == 2 * fit.regressor.conv.in_channels
 
 
 def test_fitnets_two_stage_schedule(real_ctx, nets):
