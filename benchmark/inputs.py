@@ -35,9 +35,14 @@ class ImageStore:
         generator: torch.Generator | None = None,
     ) -> Tensor:
         idx = torch.as_tensor(np.asarray(table_index), dtype=torch.long, device=self.device)
-        x = self.images.index_select(0, idx).float().div_(255.0)
+        x = self.images.index_select(0, idx)
         if augment:
-            x = augment_batch(x, generator)
+            # Same draws and result as augment_batch on the float batch, but the flips and
+            # turns move uint8 pixels (a quarter of the bytes).
+            draws = augment_draws(x.shape[0], generator, x.device)
+            x = brightness(flip_and_turn(x, draws).float().div_(255.0), draws)
+        else:
+            x = x.float().div_(255.0)
         x = normalize_batch(x, normalize)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -46,15 +51,27 @@ class ImageStore:
 
 def augment_batch(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Per-sample random flips, 90-degree rotations (square images) and brightness."""
-    n = x.shape[0]
-    draws = torch.rand(n, 4, generator=generator).to(x.device)
-    hflip = draws[:, 0] < 0.5
-    x = torch.where(hflip[:, None, None, None], x.flip(-1), x)
-    vflip = draws[:, 1] < 0.5
-    x = torch.where(vflip[:, None, None, None], x.flip(-2), x)
+    draws = augment_draws(x.shape[0], generator, x.device)
+    return brightness(flip_and_turn(x, draws), draws)
+
+
+def augment_draws(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """``(n, 4)`` uniform draws: horizontal flip, vertical flip, turn, brightness."""
+    return torch.rand(n, 4, generator=generator).to(device)
+
+
+def flip_and_turn(x: Tensor, draws: Tensor) -> Tensor:
+    """Flip each row horizontally/vertically where its draw is below 0.5, and transpose
+    it (with the flips: a 90-degree turn) when the images are square; any dtype."""
+    x = torch.where((draws[:, 0] < 0.5)[:, None, None, None], x.flip(-1), x)
+    x = torch.where((draws[:, 1] < 0.5)[:, None, None, None], x.flip(-2), x)
     if x.shape[-1] == x.shape[-2]:
-        rot = draws[:, 2] < 0.5
-        x = torch.where(rot[:, None, None, None], x.transpose(-1, -2), x)
+        x = torch.where((draws[:, 2] < 0.5)[:, None, None, None], x.transpose(-1, -2), x)
+    return x
+
+
+def brightness(x: Tensor, draws: Tensor) -> Tensor:
+    """Scale each row of a [0, 1] float batch by a gain in [0.9, 1.1], then clamp to [0, 1]."""
     gain = 1.0 + 0.2 * (draws[:, 3] - 0.5)
     return (x * gain[:, None, None, None]).clamp_(0.0, 1.0)
 

@@ -13,7 +13,9 @@ Sections (each one function here, usable from tests and notebooks):
   size, same Adam settings, the same number of images, and the *same augmentation* (flips,
   90-degree turn, brightness; the bare loop's copy is written out below) unless
   ``augment=False``, which turns it off in both. Harness and bare runs alternate; the
-  ratio is the median of the per-pair ratios.
+  ratio is the median of the per-pair ratios. Beside it, the ratio of the median
+  full-batch step times (end of one step to the end of the next, batch assembly
+  included), which a load spike on a shared machine moves far less.
 - ``flops``: achieved GFLOP/s of the student's training step (forward FLOPs from
   :func:`benchmark.cost.forward_flops` x 3 for forward + backward, times images per
   second) beside a float32 ``n x n`` matrix multiply's GFLOP/s (median of several), the
@@ -47,7 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +63,14 @@ from datasets.base import DatasetBundle, LoadOptions
 from datasets.catalog import DataRequest, load_dataset
 from datasets.images import load_images
 from datasets.sampling import twin_positions
-from methods import DistillerContext
+from methods import Batch, DistillerContext
 from methods.kd import kd_loss
 
 from .backbones import create_backbone
 from .cost import forward_flops
 from .inputs import ImageStore
 from .profiles import Profile, get_profile
-from .train import TrainData, fit
+from .train import TeacherOutputCache, TrainData, fit
 
 SECTIONS = ("throughput", "flops", "decode", "teacher_cache", "threads")
 
@@ -169,9 +171,18 @@ def expected_images(n_student: int, batch_size: int, epochs: int) -> int:
 
 @dataclass
 class Timing:
+    """One timed run: images, training seconds, steps, and the seconds of each full-size
+    step measured from the end of the previous step of the same epoch (everything the
+    loop does per step; robust to load changes when its median is used)."""
+
     images: int
     seconds: float
     steps: int
+    step_s: list[float] = field(default_factory=list)
+
+    @property
+    def median_step_s(self) -> float:
+        return _median(self.step_s)
 
     @property
     def images_per_s(self) -> float:
@@ -179,7 +190,22 @@ class Timing:
 
     def as_dict(self) -> dict[str, Any]:
         return {"images": self.images, "seconds": round(self.seconds, 4), "steps": self.steps,
-                "images_per_s": round(self.images_per_s, 3)}
+                "images_per_s": round(self.images_per_s, 3), "median_step_s": round(self.median_step_s, 5)}
+
+
+class StepClock:
+    """Timestamps at the end of each step; intervals within an epoch between full-size steps."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.last: tuple[int, float] | None = None
+        self.step_s: list[float] = []
+
+    def tick(self, epoch: int, rows: int) -> None:
+        now = time.perf_counter()
+        if self.last is not None and self.last[0] == epoch and rows == self.batch_size:
+            self.step_s.append(now - self.last[1])
+        self.last = (epoch, now)
 
 
 def _needs_teacher(method: str) -> bool:
@@ -206,9 +232,19 @@ def harness_run(pd: PerfData, method: str, epochs: int, seed: int = 0, profile: 
         batch_size=profile.batch_size,
     )
     distiller = methods.create(method, ctx)
+    clock = StepClock(profile.batch_size)
+    after_step = distiller.after_step
+
+    def timed_after_step(batch: Batch) -> None:
+        after_step(batch)
+        if batch.student_x.device.type == "cuda":
+            torch.cuda.synchronize()
+        clock.tick(batch.epoch, batch.size)
+
+    distiller.after_step = timed_after_step  # type: ignore[method-assign]
     result = fit(student=student, distiller=distiller, teacher=teacher, data=d, profile=profile, epochs=epochs,
                  lr=profile.lr, weights=dict(distiller.default_weights), seed=seed, accelerator=acc)
-    return Timing(images=result.images, seconds=result.train_s, steps=result.steps)
+    return Timing(images=result.images, seconds=result.train_s, steps=result.steps, step_s=clock.step_s)
 
 
 def bare_augment(x: Tensor, generator: torch.Generator) -> Tensor:
@@ -248,8 +284,9 @@ def bare_run(pd: PerfData, method: str, epochs: int, seed: int = 0, augment: boo
     generator = torch.Generator().manual_seed(seed)
     n_images = steps = 0
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    clock = StepClock(profile.batch_size)
     started = time.perf_counter()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = student_rows[torch.randperm(len(student_rows), generator=generator)]
         for start in range(0, len(order), profile.batch_size):
             rows = order[start : start + profile.batch_size]
@@ -274,8 +311,11 @@ def bare_run(pd: PerfData, method: str, epochs: int, seed: int = 0, augment: boo
             optimizer.step()
             n_images += len(rows)
             steps += 1
+            if device.type == "cuda":
+                sync()
+            clock.tick(epoch, len(rows))
     sync()
-    return Timing(images=n_images, seconds=time.perf_counter() - started, steps=steps)
+    return Timing(images=n_images, seconds=time.perf_counter() - started, steps=steps, step_s=clock.step_s)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -302,11 +342,16 @@ def measure_throughput(
                 (harness if tag == "h" else bare).append(fn(pd, method, epochs))
             loads.append(_load())
         ratios = [h.images_per_s / b.images_per_s for h, b in zip(harness, bare, strict=True)]
+        h_step = _median([x for t in harness for x in t.step_s])
+        b_step = _median([x for t in bare for x in t.step_s])
         out["methods"][method] = {
             "harness_images_per_s": _median([t.images_per_s for t in harness]),
             "bare_images_per_s": _median([t.images_per_s for t in bare]),
             "ratio": _median(ratios),
             "ratios": [round(x, 4) for x in ratios],
+            "harness_median_step_s": h_step,
+            "bare_median_step_s": b_step,
+            "step_ratio": b_step / h_step if h_step > 0 else float("nan"),
             "images_harness": harness[0].images,
             "images_bare": bare[0].images,
             "images_expected": expected_images(len(pd.data.student_pool), profile.batch_size, epochs),
@@ -451,14 +496,34 @@ def measure_teacher_cache(pd: PerfData, epochs: int = 1, repeats: int = 3, metho
             (on if flag else off).append(t)
         loads.append(_load())
     t_off, t_on = _median([t.seconds for t in off]), _median([t.seconds for t in on])
+    build = _median([cache_build_s(pd, profile_on) for _ in range(repeats)])
+    # Per-epoch times without the one-off build, extrapolated to the profile's epoch count.
+    epochs_full = pd.profile.epochs
+    per_epoch_on = max(t_on - build, 0.0) / epochs
+    projected_on = build + epochs_full * per_epoch_on
+    projected_off = epochs_full * t_off / epochs
     return {
         "method": method, "epochs": epochs, "repeats": repeats, "teacher_pool": len(pd.data.teacher_pool),
         "train_s_off": t_off, "train_s_on": t_on, "saving": 1.0 - t_on / t_off if t_off > 0 else float("nan"),
+        "cache_build_s": build, "profile_epochs": epochs_full,
+        "projected_saving_at_profile_epochs": 1.0 - projected_on / projected_off if projected_off > 0 else float("nan"),
         "images_per_s_off": _median([t.images_per_s for t in off]),
         "images_per_s_on": _median([t.images_per_s for t in on]),
         "images": off[0].images, "off": [t.as_dict() for t in off], "on": [t.as_dict() for t in on],
         "load_1m": loads,
     }
+
+
+def cache_build_s(pd: PerfData, profile: Profile, seed: int = 0) -> float:
+    """Seconds to compute the teacher-output cache of ``pd``'s teacher pool once."""
+    acc = _accelerator(profile)
+    torch.manual_seed(seed)
+    teacher = create_backbone(profile.teacher_backbone, pd.bundle.num_classes).to(acc.device).eval()
+    t0 = time.perf_counter()
+    cache = TeacherOutputCache(teacher, pd.data, profile)
+    if cache.logits.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
 
 
 _THREAD_PROBE = r"""
@@ -572,9 +637,13 @@ def format_table(result: dict[str, Any]) -> str:
     if tp:
         aug = "augmentation on in both" if tp["augment"] else "no augmentation in either"
         for method, m in tp["methods"].items():
-            rows.append((f"{method}: harness / bare loop images/s ({aug})",
-                         f"{m['harness_images_per_s']:.1f} / {m['bare_images_per_s']:.1f} = {m['ratio']:.3f}",
-                         f"{min(m['load_1m']):.1f}-{max(m['load_1m']):.1f}"))
+            loads = f"{min(m['load_1m']):.1f}-{max(m['load_1m']):.1f}"
+            rows.append((f"{method}: harness / bare loop images/s ({aug}), median of pair ratios",
+                         f"{m['harness_images_per_s']:.1f} / {m['bare_images_per_s']:.1f} -> {m['ratio']:.3f}",
+                         loads))
+            rows.append((f"{method}: bare / harness median full-batch step time",
+                         f"{1e3 * m['bare_median_step_s']:.0f} / {1e3 * m['harness_median_step_s']:.0f} ms = "
+                         f"{m['step_ratio']:.3f}", loads))
     fl = result.get("flops")
     if fl:
         for method, m in fl["methods"].items():
@@ -595,6 +664,9 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append((f"{tc['method']} train_s, teacher cache off / on",
                      f"{tc['train_s_off']:.1f} / {tc['train_s_on']:.1f} s (saves {100 * tc['saving']:.0f}%)",
                      f"{min(tc['load_1m']):.1f}-{max(tc['load_1m']):.1f}"))
+        rows.append((f"  same, extrapolated to the profile's {tc['profile_epochs']} epochs (cache built once in "
+                     f"{tc['cache_build_s']:.2f} s)", f"saves {100 * tc['projected_saving_at_profile_epochs']:.0f}%",
+                     ""))
     th = result.get("threads")
     if th:
         for name, s in th["settings"].items():

@@ -40,6 +40,7 @@ def test_throughput_flops_and_table(tiny: perf.PerfData) -> None:
         assert m["ratio"] > 0 and math.isfinite(m["ratio"])
         assert m["ratio"] == pytest.approx(m["harness_images_per_s"] / m["bare_images_per_s"])
         assert m["harness"][0]["steps"] == m["bare"][0]["steps"] == -(-n // 16) - (1 if n % 16 == 1 else 0)
+        assert m["step_ratio"] > 0 and m["harness_median_step_s"] > 0 and m["bare_median_step_s"] > 0
     fl = perf.measure_flops(tiny, tp, matmul_n=128, matmul_repeats=2)
     assert fl["matmul_gflops"] > 0
     assert fl["step_flops_per_image"]["kd"] > fl["step_flops_per_image"]["baseline"] == 3 * fl["student_forward_flops"]
@@ -53,6 +54,14 @@ def test_throughput_flops_and_table(tiny: perf.PerfData) -> None:
     table = perf.format_table(result)
     assert "baseline: harness / bare loop" in table and "kd: achieved GFLOP/s" in table
     assert "SYNTHETIC" in table
+
+
+def test_step_clock_times_full_steps_within_an_epoch(tiny: perf.PerfData) -> None:
+    n = len(tiny.data.student_pool)
+    for run in (perf.harness_run, perf.bare_run):
+        t = run(tiny, "baseline", 2)
+        assert len(t.step_s) == 2 * (n // 16 - 1), run.__name__  # full batches after each epoch's first
+        assert all(s > 0 for s in t.step_s) and t.median_step_s <= t.seconds
 
 
 def test_decode_cache_counts_every_file_and_hits_the_memory_map(tmp_path: Path) -> None:
@@ -76,6 +85,7 @@ def test_teacher_cache_section(tiny: perf.PerfData) -> None:
     tc = perf.measure_teacher_cache(tiny, epochs=1, repeats=1)
     assert tc["train_s_off"] > 0 and tc["train_s_on"] > 0
     assert tc["saving"] == pytest.approx(1 - tc["train_s_on"] / tc["train_s_off"])
+    assert tc["cache_build_s"] > 0 and tc["projected_saving_at_profile_epochs"] < 1
     assert tc["images"] == perf.expected_images(len(tiny.data.student_pool), 16, 1)
     with pytest.raises(ValueError, match="augmented teacher inputs"):
         perf.measure_teacher_cache(tiny, method="pagkd")
