@@ -253,7 +253,9 @@ def test_srca_fully_blocked_row_gives_zero_and_no_nan():
 # --------------------------------------------------------------------------------------
 # the method end to end on hand-built batches
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", VARIANTS)
+# every kind of module: LR-QFormer + SRCA, the released modules, average pooling,
+# unmasked attention, image-level units (the other variants switch these off)
+@pytest.mark.parametrize("name", ["pagkd", "pagkd-released", "pagkd-avgpool", "pagkd-plainattn", "pagkd-image"])
 def test_gradients_reach_student_and_distiller_never_teacher(nets, name):
     student, teacher = nets
     student.zero_grad(set_to_none=True)
@@ -426,18 +428,19 @@ def test_group_sampler_guarantees():
 # end to end through the harness
 # --------------------------------------------------------------------------------------
 def test_end_to_end_smoke(tmp_path):
-    """Every variant through the harness on synthetic data (unpaired), and the two main
-    methods on the mixed regime, where twin rows switch on pagkd-released's ADD term."""
+    """Every variant through the harness on synthetic data (unpaired), and pagkd-released
+    on the mixed regime, where twin rows switch on its ADD term (pagkd's code path does not
+    depend on the regime)."""
     from benchmark import run
 
     unpaired = [m for m in methods.expand_methods("pagkd-ablations") if m != "baseline"] + ["pagkd-released"]
     records = run(methods=",".join(unpaired), data="synth", profile="smoke", regimes="unpaired", seeds=[0],
                   out=tmp_path, epochs=1)
-    records += run(methods="pagkd,pagkd-released", data="synth", profile="smoke", regimes="all", seeds=[0],
+    records += run(methods="pagkd-released", data="synth", profile="smoke", regimes="all", seeds=[0],
                    out=tmp_path, epochs=1)
     ran = {(r["method"], r["regime"]): r.get("status") for r in records}
     assert all(status == "ok" for status in ran.values()), {k: v for k, v in ran.items() if v != "ok"}
-    assert set(ran) == {(m, "unpaired") for m in unpaired} | {("pagkd", "all"), ("pagkd-released", "all")}
+    assert set(ran) == {(m, "unpaired") for m in unpaired} | {("pagkd-released", "all")}
     released_all = next(r for r in records if r["method"] == "pagkd-released" and r["regime"] == "all")
     assert "add" in released_all["history"][-1]["loss"]  # twin rows in the mixed regime
     assert all(r["sampler"] for r in records)
