@@ -17,8 +17,9 @@ Pretrained specs (``Profile.pretrained`` / ``--pretrained``):
   ``efficientnet_pytorch`` naming is converted the same way as the builtin files.
 
 Loading is strict except for the classifier: when the run's class count differs from
-the checkpoint's, the classifier tensors are skipped (left at their fresh
-initialisation) and named in the returned provenance.
+the checkpoint's, the classifier tensors are skipped, named in the returned provenance,
+and the fresh head is re-initialised with small weights (normal(0, 0.01), zero bias) so
+fine-tuning starts near the uniform prediction.
 
 A backbone name may carry the tag ``.imagenet`` (``efficientnet_lite0.imagenet``),
 which means ``builtin`` weights; :func:`resolve_backbone` splits it.
@@ -453,8 +454,9 @@ def load_pretrained(model: nn.Module, name: str, spec: str) -> dict[str, Any]:
     Returns:
         Provenance: ``spec``, ``source`` (file), ``sha256``, ``format``
         (``timm`` or ``efficientnet_pytorch``), ``tensors`` loaded, ``mapping`` summary for
-        converted files, ``skipped`` keys (the classifier when the class count differs),
-        and for builtin weights the ``package``, its ``version`` and ``licence``.
+        converted files, ``skipped`` keys (the classifier when the class count differs;
+        it is then re-initialised small, see ``classifier_init``), and for builtin weights
+        the ``package``, its ``version`` and ``licence``.
     """
     source = _check_spec(spec, name)
     info: dict[str, Any] = {"spec": spec, "backbone": name}
@@ -483,4 +485,24 @@ def load_pretrained(model: nn.Module, name: str, spec: str) -> dict[str, Any]:
     skipped = _load_strict_but_classifier(model, state, str(path))
     info["tensors"] = len(state) - len(skipped)
     info["skipped"] = skipped
+    if skipped:
+        info["classifier_init"] = _reset_classifier(model)
     return info
+
+
+def _reset_classifier(model: nn.Module) -> str:
+    """Give a classifier that was not loaded small weights for fine-tuning.
+
+    timm's EfficientNet initialises a Linear head uniformly in +-1/sqrt(num_classes)
+    (+-0.58 for 3 classes); on pretrained 1280-d features that gives logits of about
+    +-8 and a first-epoch cross-entropy near 4, whose large gradients disturb the
+    pretrained layers. A normal(0, 0.01) head with zero bias starts near the uniform
+    prediction instead (the usual fine-tuning practice)."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, nn.Linear):
+        return "unchanged (no Linear classifier)"
+    with torch.no_grad():
+        nn.init.normal_(head.weight, std=0.01)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
+    return f"normal(0, 0.01), bias 0 ({head.out_features} classes; the checkpoint's head was skipped)"

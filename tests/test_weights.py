@@ -126,6 +126,12 @@ def test_lite2_builtin_maps() -> None:
     assert info["format"] == "efficientnet_pytorch"
     assert sorted(info["skipped"]) == ["classifier.bias", "classifier.weight"]
     assert model.get_classifier().weight.shape == (3, 1280)
+    # the fresh head starts near the uniform prediction (timm's default head gives logits of about +-8)
+    assert "normal(0, 0.01)" in info["classifier_init"]
+    x = _to_input([skimage_data.chelsea(), skimage_data.coffee()], 96)
+    with torch.no_grad():
+        logits = model.eval()(x)
+    assert logits.abs().max() < 1.5
 
 
 def test_texture_features_separate_better_when_pretrained(lite0_imagenet) -> None:
