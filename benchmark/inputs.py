@@ -26,6 +26,7 @@ class ImageStore:
         self.images = t.to(device)
         self.device = device
         self.channels_last = channels_last
+        self._turn_maps: Tensor | None = None
 
     def batch(
         self,
@@ -35,18 +36,28 @@ class ImageStore:
         generator: torch.Generator | None = None,
     ) -> Tensor:
         idx = torch.as_tensor(np.asarray(table_index), dtype=torch.long, device=self.device)
-        x = self.images.index_select(0, idx)
         if augment:
-            # Same draws and result as augment_batch on the float batch, but the flips and
-            # turns move uint8 pixels (a quarter of the bytes).
-            draws = augment_draws(x.shape[0], generator, x.device)
-            x = brightness(flip_and_turn(x, draws).float().div_(255.0), draws)
+            # Same draws and the same pixels as augment_batch on the float batch, but the
+            # flips and turns are one gather of uint8 pixels.
+            draws = augment_draws(len(idx), generator, self.device)
+            x = brightness(self.flipped_and_turned(idx, draws).float().div_(255.0), draws)
         else:
-            x = x.float().div_(255.0)
+            x = self.images.index_select(0, idx).float().div_(255.0)
         x = normalize_batch(x, normalize)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+    def flipped_and_turned(self, idx: Tensor, draws: Tensor) -> Tensor:
+        """``flip_and_turn(self.images[idx], draws)`` as a single gather: each row's
+        flips and turn pick one of eight precomputed pixel permutations."""
+        n, c, h, w = self.images.shape
+        if self._turn_maps is None:
+            self._turn_maps = turn_maps(h, w, self.device)
+        code = (draws[:, 0] < 0.5).long() + 2 * (draws[:, 1] < 0.5).long() + 4 * (draws[:, 2] < 0.5).long()
+        rows = self.images.view(n, c, h * w).index_select(0, idx)
+        where = self._turn_maps.index_select(0, code)[:, None, :].expand(len(idx), c, h * w)
+        return torch.gather(rows, 2, where).view(len(idx), c, h, w)
 
 
 def augment_batch(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -68,6 +79,15 @@ def flip_and_turn(x: Tensor, draws: Tensor) -> Tensor:
     if x.shape[-1] == x.shape[-2]:
         x = torch.where((draws[:, 2] < 0.5)[:, None, None, None], x.transpose(-1, -2), x)
     return x
+
+
+def turn_maps(h: int, w: int, device: torch.device | str = "cpu") -> Tensor:
+    """``(8, h * w)`` source pixel of each output pixel under :func:`flip_and_turn`, for
+    the draw pattern ``code = hflip + 2 * vflip + 4 * turn``."""
+    code = torch.arange(8)
+    draws = torch.stack([torch.where(code & bit > 0, 0.0, 1.0) for bit in (1, 2, 4)] + [torch.zeros(8)], dim=1)
+    pixels = torch.arange(h * w, device=device).view(1, 1, h, w).expand(8, 1, h, w)
+    return flip_and_turn(pixels, draws.to(device)).reshape(8, h * w)
 
 
 def brightness(x: Tensor, draws: Tensor) -> Tensor:

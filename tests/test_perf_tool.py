@@ -14,6 +14,7 @@ import torch
 
 from benchmark import perf
 from benchmark.backbones import create_backbone
+from benchmark.inputs import ImageStore, augment_batch, normalize_batch, turn_maps
 from benchmark.profiles import get_profile
 from benchmark.train import TeacherOutputCache, loss_values
 
@@ -104,6 +105,23 @@ def test_teacher_output_cache_matches_the_teacher_on_unaugmented_images(tiny: pe
     torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.embedding, ref.embedding, rtol=1e-4, atol=1e-5)
     assert out.features == [] and out.classifier is teacher.classifier
+
+
+@pytest.mark.parametrize(("h", "w", "channels_last"), [(16, 16, False), (12, 20, False), (16, 16, True)])
+def test_store_batch_gather_equals_augmenting_the_float_batch(h: int, w: int, channels_last: bool) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (40, h, w, 3), dtype=np.uint8)
+    store = ImageStore(images, torch.device("cpu"), channels_last)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    seen = set()
+    for k in range(6):
+        idx = np.random.default_rng(k).integers(0, 40, 16)
+        fast = store.batch(idx, "imagenet", True, g1)
+        plain = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float().div(255.0)
+        ref = normalize_batch(augment_batch(plain, g2), "imagenet")
+        assert torch.equal(fast, ref)
+        assert fast.is_contiguous(memory_format=torch.channels_last) == channels_last
+        seen |= {tuple(r) for r in turn_maps(h, w)[:, :3].tolist()}
+    assert len(seen) == (8 if h == w else 4)  # every flip/turn pattern is a distinct permutation
 
 
 def test_loss_values_are_the_terms_and_total_as_floats() -> None:
