@@ -1062,6 +1062,8 @@ class ReportBuilder:
             numeric=set(range(3, 3 + len(columns))),
         )
         for (pro, den), method in PAGKD_MODULES.items():
+            if (pro, den) == (False, False) and "pagkd-none" in fam:
+                method = "pagkd-none"  # CE on the same group batches: isolates the modules from the sampler
             table.rows.append(
                 [
                     TCell("yes" if pro else "-"),
@@ -1102,7 +1104,8 @@ class ReportBuilder:
                 "same-class groups (`pagkd-pro`, `pagkd-den`, `pagkd`). Missing variants show —."
             )
             self.add_table(lv)
-        others = [m for m in fam if m not in {"pagkd", *PAGKD_MODULES.values(), *PAGKD_LEVELS["image-level"]}]
+        others = [m for m in fam if m not in {"pagkd", "pagkd-none", *PAGKD_MODULES.values(),
+                                              *PAGKD_LEVELS["image-level"]}]
         if others:
             comp = Table(
                 "ablation_components",
