@@ -1,8 +1,10 @@
 """Speed of the harness on the ``cpu`` profile (pytest-benchmark; kept out of the default run).
 
-    .venv/bin/python -m pytest tests/perf -m perf --benchmark-enable -p no:cacheprovider
+    .venv/bin/python -m pytest tests/perf -o addopts="" -m perf -p no:cacheprovider
 
-Data: the SYNTHETIC ``ih_polyp`` twin at the ``cpu`` profile's size (32 px, scale 0.15),
+(``-o addopts=""`` clears the default ``--benchmark-skip -m "not perf"``.)
+
+Data: the SYNTHETIC ``ih_polyp`` twin at the ``cpu`` profile's image size and data scale,
 ``all`` regime. Cases:
 
 - harness ``fit`` vs the bare PyTorch loop of :mod:`benchmark.perf` (same model, batch,
