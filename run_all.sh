@@ -46,7 +46,7 @@ setup() {
 }
 
 setup
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 if [ "${1:-}" = "--tests" ]; then
   shift
