@@ -28,6 +28,10 @@ from .inputs import ImageStore
 from .metrics import auc_score
 from .profiles import Profile
 
+PREPARE_EPOCH = 1 << 20
+"""Sampler stream of a method's pre-training stage (``Distiller.prepare``): seeded,
+and distinct from every training epoch's stream."""
+
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; carries the step and every term's value."""
@@ -228,7 +232,7 @@ def _teacher_batches(
     num_epochs: int,
 ) -> Callable[[], Iterator[Batch]]:
     def gen() -> Iterator[Batch]:
-        for step, plan in enumerate(sampler.epoch(-1)):
+        for step, plan in enumerate(sampler.epoch(PREPARE_EPOCH)):
             yield build_batch(plan, data, profile, generator, epoch=0, num_epochs=num_epochs, step=step,
                               augment=profile.augment)
     return gen

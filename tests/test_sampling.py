@@ -64,3 +64,14 @@ def test_twin_positions_maps_table_twins_into_the_teacher_pool() -> None:
     table_twin = np.array([3, 2, 1, 0])
     pos = twin_positions(np.array([0, 1]), np.array([2, 3]), table_twin)
     assert pos.tolist() == [1, 0]
+
+
+def test_prepare_stage_stream_is_valid_and_distinct_from_training_epochs() -> None:
+    from benchmark.train import PREPARE_EPOCH
+
+    sampler = ClassMatchedSampler(STUDENT, TEACHER, TWIN, 4, seed=0)
+    prep = np.concatenate([p.student for p in sampler.epoch(PREPARE_EPOCH)])
+    assert sorted(prep.tolist()) == list(range(len(STUDENT)))
+    assert not (prep == np.concatenate([p.student for p in sampler.epoch(0)])).all()
+    group = GroupSampler(STUDENT, TEACHER, TWIN, group_size=2, num_classes=3, seed=0)
+    assert len(group.epoch(PREPARE_EPOCH)) == len(group)
