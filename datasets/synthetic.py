@@ -8,8 +8,12 @@ Latent lesion (shared by all views of a lesion, and by both modalities of a pair
 
 - class label; a texture latent ``(density, order, disruption)`` drawn around the class
   prototype (:class:`datasets.twins.TwinSpec.texture`) with ``texture_spread``;
-- a weak cue ``q`` ~ N(class mean, 1) that sets lesion size and tint, visible in every
-  modality;
+- a weak cue ``q`` ~ N(class mean, 1) that sets lesion size and tint (how far the lesion
+  colour departs from the mucosa), visible in every modality. It is rendered strongly
+  enough to be read off one image, so what a WLI-only model can reach from it is set by
+  the class overlap of ``q`` (binary cue means +-m give a Bayes AUC of Phi(sqrt(2) m));
+- the standard-normal offsets of both latents are Latin-hypercube stratified within each
+  class, role and split, so even a small test set has the intended class overlap;
 - shape (elliptic blob with random boundary harmonics, a dome for shading);
 - three random fields in lesion coordinates, each a sum of cosines: the superficial
   field (class statistics: its frequency grows with density, its orientation spread
@@ -49,6 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
+from scipy.special import ndtri
 
 from .base import DataError, ImageTable, RawDataset
 from .twins import TWINS, TwinSpec
@@ -85,7 +90,7 @@ PALETTES: dict[str, Palette] = {
     # 415 nm -> G,B and 540 nm -> R: superficial capillaries brown, deep veins cyan.
     "nbi": Palette(
         mucosa=(0.60, 0.64, 0.57),
-        lesion=(0.56, 0.46, 0.34),
+        lesion=(0.52, 0.42, 0.30),
         vessel=(0.30, 0.15, 0.09),
         pit=(0.86, 0.87, 0.78),
         amorphous=(0.36, 0.24, 0.16),
@@ -96,7 +101,7 @@ PALETTES: dict[str, Palette] = {
     # Broadband light: red dominates, fine capillaries washed out and blurred by scatter.
     "wli": Palette(
         mucosa=(0.84, 0.50, 0.43),
-        lesion=(0.76, 0.34, 0.30),
+        lesion=(0.72, 0.30, 0.27),
         vessel=(0.55, 0.16, 0.16),
         pit=(0.93, 0.66, 0.60),
         amorphous=(0.62, 0.26, 0.24),
@@ -194,6 +199,22 @@ def _fields(rng: np.random.Generator, n: int, k: int, freq: np.ndarray, angle: n
     return np.stack([freq * np.cos(angle), freq * np.sin(angle), phase], axis=-1).astype(np.float64)
 
 
+def _stratified_normal(rng: np.random.Generator, block: np.ndarray, dims: int) -> np.ndarray:
+    """(len(block), dims) standard-normal draws, Latin-hypercube stratified within each block.
+
+    Within a block of n lesions (one class in one role and split), each dimension takes one
+    value from each of n equal-probability strata, in random order. A small test set then
+    has the class overlap the spec intends instead of a lucky or unlucky draw.
+    """
+    out = np.empty((len(block), dims))
+    for b in np.unique(block):
+        rows = np.flatnonzero(block == b)
+        n = len(rows)
+        strata = np.stack([rng.permutation(n) for _ in range(dims)], axis=1)
+        out[rows] = ndtri((strata + rng.random((n, dims))) / n)
+    return out
+
+
 def plan_twin(spec: TwinSpec | str, *, scale: float, min_class_images: int, seed: int) -> TwinPlan:
     """Draw lesions, latents and views of a twin (no pixels)."""
     if isinstance(spec, str):
@@ -204,10 +225,12 @@ def plan_twin(spec: TwinSpec | str, *, scale: float, min_class_images: int, seed
     les_split: list[str] = []
     les_label: list[int] = []
     les_views: list[int] = []
-    for group, split, c, n in _targets(spec, scale, min_class_images):
+    les_block: list[int] = []
+    for block, (group, split, c, n) in enumerate(_targets(spec, scale, min_class_images)):
         left = n
         while left > 0:
             v = min(left, int(rng.integers(lo, hi + 1)))
+            les_block.append(block)
             les_group.append(group)
             les_split.append(split)
             les_label.append(c)
@@ -216,10 +239,11 @@ def plan_twin(spec: TwinSpec | str, *, scale: float, min_class_images: int, seed
     n_les = len(les_label)
     label = np.asarray(les_label, dtype=np.int64)
 
-    # Latent lesion.
+    # Latent lesion: class prototype plus a stratified standard-normal offset.
+    offsets = _stratified_normal(rng, np.asarray(les_block), 4)
     proto = np.asarray(spec.texture, dtype=np.float64)[label]
-    texture = proto + spec.texture_spread * rng.standard_normal((n_les, 3))
-    cue = np.asarray(spec.cue, dtype=np.float64)[label] + rng.standard_normal(n_les)
+    texture = proto + spec.texture_spread * offsets[:, :3]
+    cue = np.asarray(spec.cue, dtype=np.float64)[label] + offsets[:, 3]
     radius = 0.85 * np.exp(0.12 * cue + 0.06 * rng.standard_normal(n_les))
     shape = np.concatenate(
         [
@@ -416,7 +440,7 @@ def _render_chunk(
     intact = lesion * (1.0 - disrupted)
     pits = _sigmoid((sup - f32(1.3)) * f32(6.0))
     deep_lines = np.exp(-((deep / f32(0.3)) ** 2)) * (1.0 - f32(0.6) * lesion)
-    tint = _per_image(np.clip(0.5 + 0.15 * plan.cue[les], 0.1, 0.9))
+    tint = _per_image(0.1 + 0.8 / (1.0 + np.exp(-1.6 * plan.cue[les])))
 
     # Colour by modality.
     colours, (deep_alpha, line_width, contrast) = _palette_arrays(plan, plan.modality[rows])

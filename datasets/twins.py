@@ -82,7 +82,7 @@ class TwinSpec:
     test_fraction: float = 0.2
     views: tuple[int, int] = (1, 4)
     texture_spread: float = 0.3
-    wli_leak: float = 0.15
+    wli_leak: float = 0.1
     contrast: float = 0.6
     noise: float = 0.04
 
@@ -126,7 +126,7 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=600,
             class_fractions=(1 / 3, 1 / 3, 1 / 3),
             texture=(HYPERPLASTIC, ADENOMA, CARCINOMA),
-            cue=(-1.0, 0.0, 1.0),
+            cue=(-0.9, 0.0, 0.9),
         ),
         TwinSpec(
             name="piccolo",
@@ -138,7 +138,7 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=214,
             class_fractions=(0.25, 0.6, 0.15),
             texture=(HYPERPLASTIC, ADENOMA, CARCINOMA),
-            cue=(-1.0, 0.0, 1.0),
+            cue=(-0.9, 0.0, 0.9),
         ),
         TwinSpec(
             name="polypset",
@@ -150,7 +150,8 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=450,
             class_fractions=(0.38, 0.62),
             texture=(HYPERPLASTIC, ADENOMA),
-            cue=(-0.8, 0.8),
+            cue=(-0.45, 0.45),
+            texture_spread=0.22,
         ),
         TwinSpec(
             name="ih_polyp",
@@ -162,7 +163,9 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=921,
             class_fractions=(0.4, 0.6),
             texture=(HYPERPLASTIC, ADENOMA),
-            cue=(-0.8, 0.8),
+            cue=(-0.45, 0.45),
+            texture_spread=0.22,
+            wli_leak=0.07,
         ),
         TwinSpec(
             name="ih_gc",
@@ -174,7 +177,7 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=303,
             class_fractions=(0.55, 0.45),
             texture=((0.35, 0.8, 0.0), (0.85, 0.15, 0.75)),
-            cue=(-0.8, 0.8),
+            cue=(-0.45, 0.45),
         ),
         TwinSpec(
             name="ham10000",
