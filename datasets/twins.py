@@ -126,7 +126,7 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=600,
             class_fractions=(1 / 3, 1 / 3, 1 / 3),
             texture=(HYPERPLASTIC, ADENOMA, CARCINOMA),
-            cue=(-0.9, 0.0, 0.9),
+            cue=(-1.1, 0.0, 1.1),
         ),
         TwinSpec(
             name="piccolo",
@@ -138,7 +138,7 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=214,
             class_fractions=(0.25, 0.6, 0.15),
             texture=(HYPERPLASTIC, ADENOMA, CARCINOMA),
-            cue=(-0.9, 0.0, 0.9),
+            cue=(-1.1, 0.0, 1.1),
         ),
         TwinSpec(
             name="polypset",
@@ -150,8 +150,8 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=450,
             class_fractions=(0.38, 0.62),
             texture=(HYPERPLASTIC, ADENOMA),
-            cue=(-0.45, 0.45),
-            texture_spread=0.22,
+            cue=(-0.6, 0.6),
+            texture_spread=0.15,
         ),
         TwinSpec(
             name="ih_polyp",
@@ -163,7 +163,7 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=921,
             class_fractions=(0.4, 0.6),
             texture=(HYPERPLASTIC, ADENOMA),
-            cue=(-0.45, 0.45),
+            cue=(-0.6, 0.6),
             texture_spread=0.22,
             wli_leak=0.07,
         ),
@@ -177,7 +177,7 @@ TWINS: dict[str, TwinSpec] = {
             unpaired_teacher=303,
             class_fractions=(0.55, 0.45),
             texture=((0.35, 0.8, 0.0), (0.85, 0.15, 0.75)),
-            cue=(-0.45, 0.45),
+            cue=(-0.6, 0.6),
         ),
         TwinSpec(
             name="ham10000",
