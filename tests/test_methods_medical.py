@@ -368,3 +368,23 @@ def test_ssd_kd_kd_term_uses_the_unrotated_views(nets: tuple[nn.Module, nn.Modul
         assert float(terms["kd"]) == pytest.approx(float(kd_loss(s.logits, t.logits, 4.0)), rel=1e-4)
     finally:
         student.train()
+
+
+# ------------------------------------------------------------------------------ through the harness
+def test_medical_methods_run_end_to_end(tmp_path) -> None:
+    from benchmark import run
+
+    same = run(methods="crckd,ssd-kd", data="ham10000", regimes="same", profile="smoke", seeds=[0],
+               out=tmp_path / "same", progress=False, option=["ssd-kd.ss_epochs=2"])  # fmt: skip
+    cross = run(methods="crckd-nbi,ssd-kd", data="synth", regimes="unpaired", profile="smoke", seeds=[0],
+                out=tmp_path / "cross", progress=False, option=["ssd-kd.ss_epochs=2"])  # fmt: skip
+    for record in same + cross:
+        assert record["status"] == "ok", (record["method"], record.get("error"))
+        assert 0.0 <= record["metrics"]["auc"] <= 1.0
+        assert record["synthetic"]
+    assert {(r["method"], r["regime"]) for r in same + cross} == {
+        ("crckd", "same"), ("ssd-kd", "same"), ("crckd-nbi", "unpaired"), ("ssd-kd", "unpaired"),
+    }  # fmt: skip
+    terms = {r["method"]: set(r["history"][-1]["loss"]) for r in same}
+    assert terms["ssd-kd"] == {"ce", "kd", "tf", "ss", "rkd", "gram"}
+    assert terms["crckd"] >= {"ce", "ccd"}
