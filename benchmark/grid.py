@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,23 +87,72 @@ def _existing(path: Path, config_hash: str, retry_failed: bool) -> dict[str, Any
     return rec
 
 
-def run_grid(grid: GridConfig, log: Any = None) -> list[dict[str, Any]]:
-    """Run (or resume) a grid; returns every run record of this shard, old and new."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+def load_bundles(grid: GridConfig, session: Session) -> dict[str, DatasetBundle]:
+    """Every dataset of the grid, loaded (and validated) before anything trains."""
     for plugin in grid.plugins:
         methods.load_plugin(plugin)
     methods.expand_methods(grid.methods)  # unknown names fail before any data is read
     profile = grid.resolved_profile()
-    session = Session(grid.out, grid.cache_dir, progress=grid.progress)
     bundles: dict[str, DatasetBundle] = {}
     for name in grid.data:
         probe = RunConfig(dataset=name, regime="all", method="baseline", seed=0, profile=profile,
                           data=grid.data_options)
         bundles[name] = session.dataset(probe)
-    configs = expand(grid, bundles)
+    return bundles
+
+
+def shard_configs(grid: GridConfig, bundles: dict[str, DatasetBundle],
+                  worker: tuple[int, int] = (0, 1)) -> list[RunConfig]:
+    """This shard's runs (``--shard i/n``), and of those this local worker's share."""
     shard_i, shard_n = parse_shard(grid.shard)
-    configs = configs[shard_i::shard_n]
+    return expand(grid, bundles)[shard_i::shard_n][worker[0]::worker[1]]
+
+
+def teacher_jobs(configs: list[RunConfig], bundles: dict[str, DatasetBundle]) -> list[tuple[str, str, int]]:
+    """(dataset, modality, seed) of every teacher that ``configs`` need, each once, in
+    grid order (methods without a teacher still get the upper-bound row)."""
+    jobs: dict[tuple[str, str, int], None] = {}
+    for cfg in configs:
+        bundle = bundles[cfg.dataset]
+        if cfg.regime not in bundle.regimes():
+            continue
+        modality = bundle.student_modality if cfg.regime == "same" else bundle.teacher_modality
+        jobs[(cfg.dataset, modality, cfg.seed)] = None
+    return list(jobs)
+
+
+def train_teachers(grid: GridConfig, worker: tuple[int, int] = (0, 1)) -> int:
+    """Train (or find cached) this worker's share of the grid's teachers; returns how
+    many. Lets local workers train teachers in parallel before any student needs one."""
+    session = Session(grid.out, grid.cache_dir, progress=False)
+    bundles = load_bundles(grid, session)
+    profile = grid.resolved_profile()
+    jobs = teacher_jobs(shard_configs(grid, bundles), bundles)[worker[0]::worker[1]]
+    for dataset, modality, seed in jobs:
+        session.teacher(bundles[dataset], modality, profile, seed)
+    return len(jobs)
+
+
+def _describe(record: dict[str, Any]) -> str:
+    if record.get("status") != "ok":
+        return str(record.get("status"))
+    return f"ok, AUC {100 * record['metrics']['auc']:.1f}, {record['timing'].get('total_s', 0.0):.1f} s"
+
+
+def run_grid(grid: GridConfig, log: Any = None, worker: tuple[int, int] = (0, 1)) -> list[dict[str, Any]]:
+    """Run (or resume) a grid; returns every run record of this shard, old and new.
+
+    ``worker = (j, w)``: this process is local worker j of w (``--workers``); it runs
+    every w-th run of the shard and logs one line per finished run instead of a bar.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    session = Session(grid.out, grid.cache_dir, progress=grid.progress)
+    bundles = load_bundles(grid, session)
+    profile = grid.resolved_profile()
+    configs = shard_configs(grid, bundles, worker)
     main = session.is_main(profile)
+    started = time.perf_counter()
+    done_here = 0
 
     records: list[dict[str, Any]] = []
     bar = tqdm(configs, desc="grid", unit="run", disable=not grid.progress, dynamic_ncols=True)
@@ -124,6 +174,13 @@ def run_grid(grid: GridConfig, log: Any = None) -> list[dict[str, Any]]:
             log(f"[kdbench] rank {rank}/{world} {bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed} "
                 f"student sha256 {record['student_sha256']}")
         records.append(record)
+        done_here += 1
+        if worker[1] > 1:
+            left = len(configs) - len(records)
+            eta = (time.perf_counter() - started) / done_here * left
+            log(f"[kdbench] worker {worker[0] + 1}/{worker[1]}: {len(records)}/{len(configs)} "
+                f"{bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed} {_describe(record)}; "
+                f"ETA {eta / 60:.1f} min")
     _ensure_teacher_rows(grid, session, bundles, configs, main)
     failed = [r for r in records if r.get("status") == "failed"]
     if failed:

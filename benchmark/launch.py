@@ -1,6 +1,11 @@
 """Launchers: run a grid here, or as a job array through submitit.
 
-- ``local`` (default): this process runs the grid (or its ``--shard``).
+- ``local`` (default): this process runs the grid (or its ``--shard``). With
+  ``--workers w > 1`` it starts w worker processes on this machine, each with
+  ``cores / w`` threads: they first train the grid's teachers between them, wait for
+  each other, then each runs every w-th run. Small models on a CPU use cores better
+  this way than through intra-op threads (on 2 cores, two one-thread workers train
+  cnn4 about 1.3x faster than one two-thread process, and run-level overhead halves).
 - ``slurm``: the grid is split into ``--tasks`` shards submitted as one SLURM job array
   (partition, GPUs per task, time, memory and array parallelism are options). Each
   array task runs ``run_grid`` on its shard; results merge because every run is its
@@ -13,7 +18,10 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +56,68 @@ def run_shard(grid: GridConfig, shard: str) -> dict[str, int]:
     return counts
 
 
+def _local_worker(grid: GridConfig, worker: tuple[int, int], threads: int, barrier: Any, results: Any) -> None:
+    """One ``--workers`` process: its share of the teachers, then its share of the runs."""
+    import torch
+
+    from .grid import run_grid, train_teachers
+
+    torch.set_num_threads(threads)
+    train_teachers(grid, worker)
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:  # a sibling died; its teachers train on demand
+        pass
+    records = run_grid(dataclasses.replace(grid, progress=False), worker=worker)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    results.put(counts)
+
+
+def run_local_workers(grid: GridConfig, workers: int) -> list[dict[str, int]]:
+    """Run ``grid`` (or its ``--shard``) in ``workers`` processes on this machine.
+
+    Datasets are loaded (and image caches built) here first, so bad data stops the grid
+    before any worker starts and workers never race on a cache file. A worker that
+    dies loses only its unfinished run; the others go on, and a second call resumes.
+    """
+    from .grid import load_bundles
+    from .runner import Session
+
+    if workers < 1:
+        raise ValueError("--workers must be at least 1")
+    load_bundles(grid, Session(grid.out, grid.cache_dir))
+    ctx = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    barrier = ctx.Barrier(workers)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_local_worker, args=(grid, (i, workers), threads, barrier, results),
+                         name=f"kdbench-worker-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    counts: list[dict[str, int]] = []
+    failed: list[str] = []
+    alive = list(procs)
+    while alive:
+        for p in list(alive):
+            p.join(timeout=1.0)
+            if p.exitcode is None:
+                continue
+            alive.remove(p)
+            if p.exitcode != 0:
+                failed.append(f"{p.name} exited with code {p.exitcode}")
+                barrier.abort()
+        while not results.empty():
+            counts.append(results.get())
+    while len(counts) < workers - len(failed) and not results.empty():
+        counts.append(results.get())
+    if failed:
+        raise RuntimeError("; ".join(failed) + ". Finished runs are saved; run the same command again to "
+                           "resume the rest.")
+    return counts
+
+
 def _executor(launcher: str, folder: Path, opts: SlurmOptions) -> Any:
     import submitit
 
@@ -74,13 +144,18 @@ def _executor(launcher: str, folder: Path, opts: SlurmOptions) -> Any:
 
 
 def launch(
-    grid: GridConfig, launcher: str = "local", opts: SlurmOptions | None = None, wait: bool = False
+    grid: GridConfig, launcher: str = "local", opts: SlurmOptions | None = None, wait: bool = False,
+    workers: int = 1,
 ) -> list[dict[str, int]]:
-    """Run ``grid`` with ``launcher``; returns per-shard status counts (for ``slurm``
-    only with ``wait``; otherwise it returns once the array is submitted)."""
+    """Run ``grid`` with ``launcher``; returns per-shard (or per-worker) status counts
+    (for ``slurm`` only with ``wait``; otherwise it returns once the array is submitted)."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"unknown launcher {launcher!r}; use one of {', '.join(LAUNCHERS)}")
+    if workers < 1:
+        raise ValueError("--workers must be at least 1")
     if launcher == "local":
+        if workers > 1:
+            return run_local_workers(grid, workers)
         return [run_shard(grid, grid.shard or "0/1")]
     opts = opts or SlurmOptions()
     if opts.tasks < 1:

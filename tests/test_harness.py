@@ -170,3 +170,25 @@ def test_run_file_written_atomically_and_readable(tmp_path: Path) -> None:
     assert read_run(path)["metrics"]["auc"] is None
     assert not list(path.parent.glob(".*tmp"))
     assert len(iter_runs(tmp_path)) == 1
+
+
+def test_batchnorm_recalibration_sets_running_stats_to_the_images_batch_statistics() -> None:
+    from benchmark.inputs import ImageStore
+    from benchmark.profiles import get_profile
+    from benchmark.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (6, 4, 4, 3), dtype=torch.uint8).numpy()
+    store = ImageStore(images, torch.device("cpu"), channels_last=False)
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3, momentum=0.1))
+    model[0].running_mean.fill_(5.0)
+    model.eval()
+    index = np.array([0, 2, 3, 5])
+    recalibrate_batchnorm(model, store, index, get_profile("smoke"), batch_size=2)
+    x = store.batch(index, "none", augment=False)
+    # two batches of two, averaged: mean of batch means and of unbiased batch variances
+    means = torch.stack([x[:2].mean((0, 2, 3)), x[2:].mean((0, 2, 3))])
+    variances = torch.stack([x[:2].var((0, 2, 3), unbiased=True), x[2:].var((0, 2, 3), unbiased=True)])
+    torch.testing.assert_close(model[0].running_mean, means.mean(0))
+    torch.testing.assert_close(model[0].running_var, variances.mean(0))
+    assert model[0].momentum == 0.1 and not model.training

@@ -72,3 +72,27 @@ def test_two_cpu_processes_end_with_identical_weights_and_one_writer(tmp_path: P
     record = iter_runs(out)
     kd = next(r for r in record if r["method"] == "kd")
     assert kd["student_sha256"] == hashes["0"]
+
+
+def test_local_workers_run_every_run_once_and_train_each_teacher_once(tmp_path: Path) -> None:
+    grid = grid_from_mapping({**GRID, "out": str(tmp_path / "workers"), "seeds": [0, 1],
+                              "cache_dir": str(tmp_path / "cache")})
+    counts = launch(grid, "local", workers=2)
+    assert len(counts) == 2 and sum(c.get("ok", 0) for c in counts) == 8
+    runs = [r for r in iter_runs(tmp_path / "workers") if r["regime"] != "teacher"]
+    keys = [(r["regime"], r["method"], r["seed"]) for r in runs]
+    assert len(keys) == len(set(keys)) == 8
+    # two (dataset, seed) teachers, split between the workers before any student ran
+    teachers = list((tmp_path / "cache" / "teachers").glob("*.pt"))
+    assert len(teachers) == 2
+    assert all(r["teacher"] is None or r["timing"]["teacher_s"] == 0.0 for r in runs)
+    # a second call finds everything done and rewrites nothing
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "workers" / "runs").rglob("*.json")}
+    again = launch(grid, "local", workers=2)
+    assert sum(c.get("ok", 0) for c in again) == 8
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "workers" / "runs").rglob("*.json")} == before
+
+
+def test_local_workers_reject_zero() -> None:
+    with pytest.raises(ValueError, match="--workers"):
+        launch(grid_from_mapping(GRID), "local", workers=0)
