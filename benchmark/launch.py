@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -64,10 +65,8 @@ def _local_worker(grid: GridConfig, worker: tuple[int, int], threads: int, barri
 
     torch.set_num_threads(threads)
     train_teachers(grid, worker)
-    try:
+    with contextlib.suppress(threading.BrokenBarrierError):  # a sibling died; its teachers train on demand
         barrier.wait()
-    except threading.BrokenBarrierError:  # a sibling died; its teachers train on demand
-        pass
     records = run_grid(dataclasses.replace(grid, progress=False), worker=worker)
     counts: dict[str, int] = {}
     for r in records:
