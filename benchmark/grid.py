@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,24 +140,36 @@ def _describe(record: dict[str, Any]) -> str:
     return f"ok, AUC {100 * record['metrics']['auc']:.1f}, {record['timing'].get('total_s', 0.0):.1f} s"
 
 
-def run_grid(grid: GridConfig, log: Any = None, worker: tuple[int, int] = (0, 1)) -> list[dict[str, Any]]:
+def _claimed(configs: list[RunConfig], claim: Callable[[], int]) -> Iterator[tuple[int, RunConfig]]:
+    while (i := claim()) < len(configs):
+        yield i, configs[i]
+
+
+def run_grid(
+    grid: GridConfig, log: Any = None, worker: tuple[int, int] = (0, 1), claim: Callable[[], int] | None = None
+) -> list[dict[str, Any]]:
     """Run (or resume) a grid; returns every run record of this shard, old and new.
 
-    ``worker = (j, w)``: this process is local worker j of w (``--workers``); it runs
-    every w-th run of the shard and logs one line per finished run instead of a bar.
+    ``worker = (j, w)``: this process is local worker j of w (``--workers``) and logs one
+    line per finished run instead of a bar. With ``claim`` (a counter shared by the
+    workers) it takes the shard's runs one at a time as it becomes free, so a worker that
+    drew short runs does not sit idle; without it, it runs every w-th run.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     session = Session(grid.out, grid.cache_dir, progress=grid.progress)
     bundles = load_bundles(grid, session)
     profile = grid.resolved_profile()
-    configs = shard_configs(grid, bundles, worker)
+    configs = shard_configs(grid, bundles, (0, 1) if claim else worker)
     main = session.is_main(profile)
     started = time.perf_counter()
     done_here = 0
 
     records: list[dict[str, Any]] = []
-    bar = tqdm(configs, desc="grid", unit="run", disable=not grid.progress, dynamic_ncols=True)
-    for cfg in bar:
+    jobs = _claimed(configs, claim) if claim else enumerate(configs)
+    bar = tqdm(jobs, total=len(configs), desc="grid", unit="run", disable=not grid.progress, dynamic_ncols=True)
+    mine: list[RunConfig] = []
+    for position, cfg in bar:
+        mine.append(cfg)
         bundle = bundles[cfg.dataset]
         bar.set_postfix_str(f"{bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed}")
         path = session.path_for(cfg, bundle)
@@ -176,12 +189,12 @@ def run_grid(grid: GridConfig, log: Any = None, worker: tuple[int, int] = (0, 1)
         records.append(record)
         done_here += 1
         if worker[1] > 1:
-            left = len(configs) - len(records)
-            eta = (time.perf_counter() - started) / done_here * left
-            log(f"[kdbench] worker {worker[0] + 1}/{worker[1]}: {len(records)}/{len(configs)} "
+            left = len(configs) - position - 1
+            eta = (time.perf_counter() - started) / done_here * left / (worker[1] if claim else 1)
+            log(f"[kdbench] worker {worker[0] + 1}/{worker[1]}: run {position + 1}/{len(configs)} "
                 f"{bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed} {_describe(record)}; "
                 f"ETA {eta / 60:.1f} min")
-    _ensure_teacher_rows(grid, session, bundles, configs, main)
+    _ensure_teacher_rows(grid, session, bundles, mine, main)
     failed = [r for r in records if r.get("status") == "failed"]
     if failed:
         log(f"[kdbench] {len(failed)} run(s) failed; their files hold the error. First: "

@@ -3,7 +3,7 @@
 - ``local`` (default): this process runs the grid (or its ``--shard``). With
   ``--workers w > 1`` it starts w worker processes on this machine, each with
   ``cores / w`` threads: they first train the grid's teachers between them, wait for
-  each other, then each runs every w-th run. Small models on a CPU use cores better
+  each other, then each takes the next unclaimed run whenever it is free. Small models on a CPU use cores better
   this way than through intra-op threads (on 2 cores, two one-thread workers train
   cnn4 about 1.3x faster than one two-thread process, and run-level overhead halves).
 - ``slurm``: the grid is split into ``--tasks`` shards submitted as one SLURM job array
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import multiprocessing
 import os
 import sys
@@ -57,7 +58,15 @@ def run_shard(grid: GridConfig, shard: str) -> dict[str, int]:
     return counts
 
 
-def _local_worker(grid: GridConfig, worker: tuple[int, int], threads: int, barrier: Any, results: Any) -> None:
+def _next_index(counter: Any) -> int:
+    with counter.get_lock():
+        value = int(counter.value)
+        counter.value += 1
+    return value
+
+
+def _local_worker(grid: GridConfig, worker: tuple[int, int], threads: int, barrier: Any, counter: Any,
+                  results: Any) -> None:
     """One ``--workers`` process: its share of the teachers, then its share of the runs."""
     import torch
 
@@ -67,7 +76,8 @@ def _local_worker(grid: GridConfig, worker: tuple[int, int], threads: int, barri
     train_teachers(grid, worker)
     with contextlib.suppress(threading.BrokenBarrierError):  # a sibling died; its teachers train on demand
         barrier.wait()
-    records = run_grid(dataclasses.replace(grid, progress=False), worker=worker)
+    records = run_grid(dataclasses.replace(grid, progress=False), worker=worker,
+                       claim=functools.partial(_next_index, counter))
     counts: dict[str, int] = {}
     for r in records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -90,8 +100,9 @@ def run_local_workers(grid: GridConfig, workers: int) -> list[dict[str, int]]:
     ctx = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)
     barrier = ctx.Barrier(workers)
+    counter = ctx.Value("i", 0)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_local_worker, args=(grid, (i, workers), threads, barrier, results),
+    procs = [ctx.Process(target=_local_worker, args=(grid, (i, workers), threads, barrier, counter, results),
                          name=f"kdbench-worker-{i}") for i in range(workers)]
     for p in procs:
         p.start()

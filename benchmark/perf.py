@@ -8,8 +8,8 @@ Sections (each one function here, usable from tests and notebooks):
 - ``throughput``: images per second of :func:`benchmark.train.fit`'s training steps
   (``FitResult.train_s``: validation excluded) for ``baseline`` and ``kd`` against a
   bare PyTorch loop doing the same work: same student (``kdbench_cnn4``), same teacher
-  for ``kd`` (``kdbench_cnn4_wide``, frozen, ``no_grad``, on augmented teacher-side
-  images as the harness feeds it), same 32-px uint8 store indexed per batch, same batch
+  for ``kd`` (the profile's teacher, frozen, ``no_grad``, on augmented teacher-side
+  images as the harness feeds it), same uint8 store at the profile's image size indexed per batch, same batch
   size, same Adam settings, the same number of images, and the *same augmentation* (flips,
   90-degree turn, brightness; the bare loop's copy is written out below) unless
   ``augment=False``, which turns it off in both. Harness and bare runs alternate; the
@@ -29,7 +29,8 @@ Sections (each one function here, usable from tests and notebooks):
   them is part of ``train_s``).
 - ``threads``: a bare training step's speed in fresh processes under the OpenMP
   settings that matter on a shared machine: the default (2 threads, busy-waiting
-  workers), ``OMP_WAIT_POLICY=PASSIVE``, and one thread.
+  workers), ``OMP_WAIT_POLICY=PASSIVE``, one thread, and one one-thread process per
+  core running at once (what ``--workers`` does; images/s summed over the processes).
 
 Every section records the machine's load average before and after it; on a shared
 machine compare ratios, not absolute figures. All data is SYNTHETIC (the rendered
@@ -576,6 +577,21 @@ def measure_threads(
             if proc.returncode != 0:
                 raise RuntimeError(f"thread probe {name!r} failed:\n{proc.stderr[-2000:]}")
             runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    workers = max(1, os.cpu_count() or 1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    runs["one_thread_workers"] = []
+    for _ in range(repeats):
+        procs = [subprocess.Popen([sys.executable, "-c", _THREAD_PROBE, str(batch), str(image_size), str(budget_s)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(workers)]
+        outs = [p.communicate() for p in procs]
+        if any(p.returncode != 0 for p in procs):
+            raise RuntimeError("parallel thread probe failed:\n" + "\n".join(e[-2000:] for _, e in outs))
+        each = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+        runs["one_thread_workers"].append({"threads": 1, "processes": workers, "load_1m": each[0]["load_1m"],
+                                           "images_per_s": sum(r["images_per_s"] for r in each)})
+    settings = {**settings, "one_thread_workers": {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
+                                                   "processes": str(workers)}}
     out: dict[str, Any] = {"batch": batch, "image_size": image_size, "settings": {}}
     for name, rs in runs.items():
         out["settings"][name] = {
