@@ -31,14 +31,17 @@ def versions() -> dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def git_state() -> dict[str, Any]:
-    """Commit and dirty flag of the suite's checkout, or ``unknown`` outside git."""
+    """Commit and dirty flag of the suite's checkout, or ``unknown`` outside git.
+
+    Dirty means a tracked file outside ``results/`` differs from the commit: the
+    committed reference report under ``results/`` is output, not code."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = bool(
             subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True,
+                ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"], cwd=REPO_ROOT, capture_output=True,
                 text=True, timeout=10, check=True,
             ).stdout.strip()
         )
