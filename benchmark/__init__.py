@@ -60,7 +60,13 @@ def report(results: str | Path = "results", out_dir: str | Path | None = None) -
 
 
 def rerun(run_file: str | Path, out: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Repeat one run from the config stored in its own file; returns (new, original)."""
+    """Repeat one run from the config stored in its own file; returns (new, original).
+
+    The run is repeated with the number of torch threads its file records (float sums
+    split across a different number of threads round differently, so a run made by a
+    one-thread ``--workers`` process is repeated with one thread)."""
+    import torch
+
     from .config import RunConfig
     from .runfile import read_run
     from .runner import Session
@@ -69,6 +75,9 @@ def rerun(run_file: str | Path, out: str | Path | None = None) -> tuple[dict[str
     if original is None:
         raise FileNotFoundError(f"run file {run_file} is missing or not valid JSON")
     cfg = RunConfig.from_dict(original["config"])
+    threads = ((original.get("provenance") or {}).get("hardware") or {}).get("torch_threads")
+    if isinstance(threads, int) and threads > 0:
+        torch.set_num_threads(threads)
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="kdbench-rerun-"))
     session = Session(out)
     record = session.run(cfg, session.dataset(cfg))
