@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -110,6 +111,11 @@ def get_teacher(
     folder = cache_dir / "teachers"
     ckpt, meta_path = folder / f"{key}.pt", folder / f"{key}.json"
     data, test_index = _train_data(bundle, store, modality)
+    # Seed before the weights are drawn: a teacher must not depend on what the process
+    # ran before it (a --workers process trains several teachers in a row).
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     model = create_backbone(profile.teacher_backbone, bundle.num_classes, profile.pretrained).to(accelerator.device)
     if profile.channels_last:
         model = model.to(memory_format=torch.channels_last)

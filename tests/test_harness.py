@@ -192,3 +192,20 @@ def test_batchnorm_recalibration_sets_running_stats_to_the_images_batch_statisti
     torch.testing.assert_close(model[0].running_mean, means.mean(0))
     torch.testing.assert_close(model[0].running_var, variances.mean(0))
     assert model[0].momentum == 0.1 and not model.training
+
+
+def test_teacher_does_not_depend_on_what_the_process_ran_before(tmp_path: Path) -> None:
+    from benchmark.config import RunConfig
+    from benchmark.profiles import get_profile
+    from benchmark.runner import Session
+
+    cfg = RunConfig(dataset="synth", regime="all", method="kd", seed=1, profile=get_profile("smoke"))
+    weights = []
+    for i, noise in enumerate((0, 5)):
+        session = Session(tmp_path / f"out{i}", tmp_path / f"cache{i}")
+        bundle = session.dataset(cfg)
+        torch.rand(noise)  # a different global RNG history, as in a worker that trained other teachers first
+        teacher = session.teacher(bundle, bundle.teacher_modality, cfg.profile, cfg.seed)
+        weights.append(teacher.model.state_dict())
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
