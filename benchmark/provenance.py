@@ -41,8 +41,8 @@ def git_state() -> dict[str, Any]:
         ).stdout.strip()
         dirty = bool(
             subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"], cwd=REPO_ROOT, capture_output=True,
-                text=True, timeout=10, check=True,
+                ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True,
             ).stdout.strip()
         )
         return {"git_commit": commit, "git_dirty": dirty}
