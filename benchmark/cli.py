@@ -104,13 +104,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         counts: dict[str, int] = {}
         for r in records:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
-    elif args.launcher == "local":
-        from .launch import launch
-
-        counts = {}
-        for worker_counts in launch(grid, "local", workers=args.workers):
-            for k, v in worker_counts.items():
-                counts[k] = counts.get(k, 0) + v
     else:
         from .launch import SlurmOptions, launch
 
@@ -120,8 +113,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             array_parallelism=args.array_parallelism, account=args.account,
         )
         counts = {}
-        for shard_counts in launch(grid, args.launcher, opts, wait=args.wait or args.launcher != "slurm"):
-            for k, v in shard_counts.items():
+        for part in launch(grid, args.launcher, opts, wait=args.wait or args.launcher != "slurm",
+                           workers=args.workers):
+            for k, v in part.items():
                 counts[k] = counts.get(k, 0) + v
     print(f"[kdbench] {sum(counts.values())} run(s): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
           file=sys.stderr)

@@ -102,11 +102,10 @@ def load_bundles(grid: GridConfig, session: Session) -> dict[str, DatasetBundle]
     return bundles
 
 
-def shard_configs(grid: GridConfig, bundles: dict[str, DatasetBundle],
-                  worker: tuple[int, int] = (0, 1)) -> list[RunConfig]:
-    """This shard's runs (``--shard i/n``), and of those this local worker's share."""
+def shard_configs(grid: GridConfig, bundles: dict[str, DatasetBundle]) -> list[RunConfig]:
+    """This shard's runs (``--shard i/n``: every n-th run of the sorted grid)."""
     shard_i, shard_n = parse_shard(grid.shard)
-    return expand(grid, bundles)[shard_i::shard_n][worker[0]::worker[1]]
+    return expand(grid, bundles)[shard_i::shard_n]
 
 
 def teacher_jobs(configs: list[RunConfig], bundles: dict[str, DatasetBundle]) -> list[tuple[str, str, int]]:
@@ -150,16 +149,16 @@ def run_grid(
 ) -> list[dict[str, Any]]:
     """Run (or resume) a grid; returns every run record of this shard, old and new.
 
-    ``worker = (j, w)``: this process is local worker j of w (``--workers``) and logs one
-    line per finished run instead of a bar. With ``claim`` (a counter shared by the
-    workers) it takes the shard's runs one at a time as it becomes free, so a worker that
-    drew short runs does not sit idle; without it, it runs every w-th run.
+    ``worker = (j, w)`` with ``claim`` (a counter shared by the ``--workers`` processes):
+    this process is local worker j of w; it takes the shard's runs one at a time as it
+    becomes free, so a worker that drew short runs does not sit idle, and logs one line
+    per finished run instead of a bar.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     session = Session(grid.out, grid.cache_dir, progress=grid.progress)
     bundles = load_bundles(grid, session)
     profile = grid.resolved_profile()
-    configs = shard_configs(grid, bundles, (0, 1) if claim else worker)
+    configs = shard_configs(grid, bundles)
     main = session.is_main(profile)
     started = time.perf_counter()
     done_here = 0
@@ -188,9 +187,9 @@ def run_grid(
                 f"student sha256 {record['student_sha256']}")
         records.append(record)
         done_here += 1
-        if worker[1] > 1:
+        if claim:
             left = len(configs) - position - 1
-            eta = (time.perf_counter() - started) / done_here * left / (worker[1] if claim else 1)
+            eta = (time.perf_counter() - started) / done_here * left / worker[1]
             log(f"[kdbench] worker {worker[0] + 1}/{worker[1]}: run {position + 1}/{len(configs)} "
                 f"{bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed} {_describe(record)}; "
                 f"ETA {eta / 60:.1f} min")

@@ -94,8 +94,6 @@ def run_local_workers(grid: GridConfig, workers: int) -> list[dict[str, int]]:
     from .grid import load_bundles
     from .runner import Session
 
-    if workers < 1:
-        raise ValueError("--workers must be at least 1")
     load_bundles(grid, Session(grid.out, grid.cache_dir))
     ctx = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -113,9 +112,9 @@ def get_teacher(
     data, test_index = _train_data(bundle, store, modality)
     # Seed before the weights are drawn: a teacher must not depend on what the process
     # ran before it (a --workers process trains several teachers in a row).
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    from .runner import seed_everything  # runner imports this module
+
+    seed_everything(seed)
     model = create_backbone(profile.teacher_backbone, bundle.num_classes, profile.pretrained).to(accelerator.device)
     if profile.channels_last:
         model = model.to(memory_format=torch.channels_last)
