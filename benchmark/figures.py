@@ -168,7 +168,7 @@ def cd_diagram(title: str, ranks, nemenyi, cd: float, stem: Path, alpha: float =
     fig = Figure(figsize=(7.0, 0.9 + 0.28 * len(ranks)), layout="constrained")
     ax = fig.subplots()
     # the CD value goes in the title: scikit-posthocs draws its CD bar over the tick labels
-    sp.critical_difference_diagram(
+    elements = sp.critical_difference_diagram(
         ranks,
         nemenyi,
         ax=ax,
@@ -176,6 +176,13 @@ def cd_diagram(title: str, ranks, nemenyi, cd: float, stem: Path, alpha: float =
         label_fmt_left="{label} ({rank:.2f})",
         label_fmt_right="({rank:.2f}) {label}",
     )
+    # scikit-posthocs runs each crossbar through a set of labels, in the process's hash
+    # order: sort its points by rank so the same ranks always give the same pixels
+    for lines in (elements or {}).get("crossbars", []):
+        for line in lines:
+            x, y = (np.asarray(v, dtype=np.float64) for v in line.get_data())
+            order = np.argsort(x, kind="stable")
+            line.set_data(x[order], y[order])
     ax.set_title(title, fontsize=9, pad=22)
     return _save(fig, stem)
 

@@ -273,3 +273,31 @@ def test_delong_combination_follows_the_test_images() -> None:
     assert per_seed.delong.method == "stouffer" and per_seed.delong.z > 0
     mixed = compare(cell("strong", 2.5, True), cell("baseline", 0.6))
     assert mixed.delong is None and "not on the same test images" in mixed.delong_note
+
+
+_CD_SCRIPT = """
+import sys
+from pathlib import Path
+import pandas as pd
+from benchmark.figures import cd_diagram
+names = ["crd", "pkt", "ssd-kd", "kd", "rkd", "fitnets", "baseline", "crckd-nbi"]
+ranks = pd.Series([3.0, 3.0, 3.0, 4.17, 4.67, 5.0, 6.0, 7.17], index=names)
+nemenyi = pd.DataFrame(0.9, index=names, columns=names)
+cd_diagram("t", ranks, nemenyi, 6.06, Path(sys.argv[1]))
+"""
+
+
+def test_cd_diagram_pixels_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
+    """Merged shards and a rerun must draw the same figure: the crossbar through a set of
+    labels is drawn in rank order, not in the process's string-hash order."""
+    import os
+    import subprocess
+    import sys
+
+    pngs = []
+    for hash_seed in ("1", "2", "3"):
+        stem = tmp_path / f"cd{hash_seed}"
+        subprocess.run([sys.executable, "-c", _CD_SCRIPT, str(stem)], check=True, timeout=120,
+                       env={**os.environ, "PYTHONHASHSEED": hash_seed, "MPLBACKEND": "Agg"})
+        pngs.append(stem.with_suffix(".png").read_bytes())
+    assert pngs[0] == pngs[1] == pngs[2]
