@@ -15,6 +15,7 @@ import benchmark
 from benchmark.config import grid_from_mapping
 from benchmark.grid import parse_shard
 from benchmark.launch import SlurmOptions, launch
+from benchmark.report import build_report
 from benchmark.runfile import iter_runs
 
 GRID = {"methods": "baseline,kd", "data": "synth", "regimes": "unpaired,paired", "seeds": [0],
@@ -23,6 +24,18 @@ GRID = {"methods": "baseline,kd", "data": "synth", "regimes": "unpaired,paired",
 
 def _metrics(out: Path) -> dict[tuple, dict]:
     return {(r["dataset"], r["regime"], r["method"], r["seed"]): r["metrics"] for r in iter_runs(out)}
+
+
+# provenance rows that name when the report was built and when its runs finished
+_WHEN_ROWS = ("| report built |", "| runs dated |")
+
+
+def _report_text(out: Path) -> tuple[str, dict[str, str]]:
+    """REPORT.md without its two time rows, and every table file's text by name."""
+    text = "\n".join(line for line in (out / "REPORT.md").read_text().splitlines()
+                     if not line.startswith(_WHEN_ROWS))
+    tables = {p.name: p.read_text() for p in sorted((out / "report" / "tables").iterdir())}
+    return text, tables
 
 
 def test_parse_shard_rejects_bad_values() -> None:
@@ -40,6 +53,14 @@ def test_two_shards_merge_to_the_unsharded_grid(tmp_path: Path) -> None:
     assert keys(part0).isdisjoint(keys(part1))
     assert keys(part0) | keys(part1) == keys(whole)
     assert _metrics(tmp_path / "whole") == _metrics(tmp_path / "sharded")
+    # the merged shards' report is the unsharded one, table for table (bootstrap CIs and tests included)
+    build_report(tmp_path / "whole", n_boot=200)
+    build_report(tmp_path / "sharded", n_boot=200)
+    whole_text, whole_tables = _report_text(tmp_path / "whole")
+    sharded_text, sharded_tables = _report_text(tmp_path / "sharded")
+    assert len(whole_tables) > 5 and "kd" in whole_tables["synth_main.md"]
+    assert sharded_tables == whole_tables
+    assert sharded_text == whole_text
 
 
 def test_submitit_local_launcher_runs_every_shard_once(tmp_path: Path) -> None:
