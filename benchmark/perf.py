@@ -2,6 +2,7 @@
 
     python -m benchmark.perf --out perf.json            # every section, cpu profile
     python -m benchmark.perf --only throughput,flops    # some sections
+    python -m benchmark.perf --profile paper --only precision --data-scale 0.2   # on a GPU
 
 Sections (each one function here, usable from tests and notebooks):
 
@@ -31,6 +32,12 @@ Sections (each one function here, usable from tests and notebooks):
   settings that matter on a shared machine: the default (2 threads, busy-waiting
   workers), ``OMP_WAIT_POLICY=PASSIVE``, one thread, and one one-thread process per
   core running at once (what ``--workers`` does; images/s summed over the processes).
+- ``precision`` (only with ``--only``; meant for ``--profile paper`` on a GPU): the
+  harness's training images/s for ``baseline`` and ``pagkd`` in float32 and bf16, each
+  with and without channels-last, one fresh process per variant (Accelerate's mixed
+  precision is fixed per process). Images/s is the batch size over the median
+  full-batch step time, so cuDNN's first-step tuning does not count. On a CPU the
+  harness always trains in float32, and the figure records bf16 as not applied.
 
 Every section records the machine's load average before and after it; on a shared
 machine compare ratios, not absolute figures. All data is SYNTHETIC (the rendered
@@ -73,7 +80,9 @@ from .inputs import ImageStore
 from .profiles import Profile, get_profile
 from .train import TeacherOutputCache, TrainData, fit
 
-SECTIONS = ("throughput", "flops", "decode", "teacher_cache", "threads")
+SECTIONS = ("throughput", "flops", "decode", "teacher_cache", "threads", "precision")
+# what runs without --only: the CPU-side figures; ``precision`` is asked for by name (on a GPU)
+DEFAULT_SECTIONS = SECTIONS[:-1]
 
 
 # ----------------------------------------------------------------------------- machine
@@ -213,6 +222,11 @@ def _needs_teacher(method: str) -> bool:
     return bool(methods.get(method).needs_teacher)
 
 
+def _in_memory_format(model: Any, profile: Profile) -> Any:
+    """The model in the profile's memory format (channels-last when it is on), as the runner builds it."""
+    return model.to(memory_format=torch.channels_last) if profile.channels_last else model
+
+
 def harness_run(pd: PerfData, method: str, epochs: int, seed: int = 0, profile: Profile | None = None) -> Timing:
     """One :func:`fit` of ``method`` (student from scratch, random frozen teacher); its
     training-step time ``train_s`` (validation excluded) and images trained on."""
@@ -220,9 +234,10 @@ def harness_run(pd: PerfData, method: str, epochs: int, seed: int = 0, profile: 
     acc = _accelerator(profile)
     torch.manual_seed(seed)
     n_classes = pd.bundle.num_classes
-    student = create_backbone(profile.backbone, n_classes).to(acc.device)
-    teacher = create_backbone(profile.teacher_backbone, n_classes).to(acc.device) if _needs_teacher(method) else None
-    if teacher is not None:
+    student = _in_memory_format(create_backbone(profile.backbone, n_classes).to(acc.device), profile)
+    teacher = None
+    if _needs_teacher(method):
+        teacher = _in_memory_format(create_backbone(profile.teacher_backbone, n_classes).to(acc.device), profile)
         teacher.eval()
     d = pd.data
     ctx = DistillerContext(
@@ -263,7 +278,8 @@ def bare_run(pd: PerfData, method: str, epochs: int, seed: int = 0, augment: boo
     in batches (a last single row dropped), uint8 rows indexed from the same store and
     scaled to [0, 1], the same augmentation (or none), student forward, cross-entropy
     (``kd``: 0.1 CE + 0.9 T^2-KL at T = 4 against the frozen teacher run under
-    ``no_grad`` on randomly drawn teacher-pool rows), backward, Adam step."""
+    ``no_grad`` on randomly drawn teacher-pool rows), backward, Adam step; model and
+    inputs in the profile's memory format."""
     profile = pd.profile
     augment = profile.augment if augment is None else augment
     if method not in ("baseline", "kd"):
@@ -271,10 +287,11 @@ def bare_run(pd: PerfData, method: str, epochs: int, seed: int = 0, augment: boo
     device = pd.store.device
     torch.manual_seed(seed)
     n_classes = pd.bundle.num_classes
-    student = create_backbone(profile.backbone, n_classes).model.to(device).train()
+    student = _in_memory_format(create_backbone(profile.backbone, n_classes).model.to(device), profile).train()
     teacher = None
     if method == "kd":
-        teacher = create_backbone(profile.teacher_backbone, n_classes).model.to(device).eval()
+        teacher = _in_memory_format(create_backbone(profile.teacher_backbone, n_classes).model.to(device),
+                                    profile).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
     optimizer = torch.optim.Adam(student.parameters(), lr=profile.lr, weight_decay=profile.weight_decay)
@@ -283,6 +300,7 @@ def bare_run(pd: PerfData, method: str, epochs: int, seed: int = 0, augment: boo
     teacher_rows = torch.as_tensor(pd.data.teacher_pool, dtype=torch.long)
     labels = torch.as_tensor(pd.bundle.table.labels, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
+    memory_format = torch.channels_last if profile.channels_last else torch.contiguous_format
     n_images = steps = 0
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     clock = StepClock(profile.batch_size)
@@ -296,6 +314,7 @@ def bare_run(pd: PerfData, method: str, epochs: int, seed: int = 0, augment: boo
             x = images.index_select(0, rows.to(device)).float().div_(255.0)
             if augment:
                 x = bare_augment(x, generator)
+            x = x.contiguous(memory_format=memory_format)
             y = labels[rows].to(device)
             logits = student(x)
             loss = F.cross_entropy(logits, y)
@@ -304,6 +323,7 @@ def bare_run(pd: PerfData, method: str, epochs: int, seed: int = 0, augment: boo
                 xt = images.index_select(0, t_rows.to(device)).float().div_(255.0)
                 if augment:
                     xt = bare_augment(xt, generator)
+                xt = xt.contiguous(memory_format=memory_format)
                 with torch.no_grad():
                     t_logits = teacher(xt)
                 loss = 0.1 * loss + 0.9 * kd_loss(logits, t_logits, 4.0)
@@ -527,6 +547,83 @@ def cache_build_s(pd: PerfData, profile: Profile, seed: int = 0) -> float:
     return time.perf_counter() - t0
 
 
+PRECISION_VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32": {"precision": "no", "channels_last": False},
+    "fp32+channels_last": {"precision": "no", "channels_last": True},
+    "bf16": {"precision": "bf16", "channels_last": False},
+    "bf16+channels_last": {"precision": "bf16", "channels_last": True},
+}
+
+_PRECISION_PROBE = r"""
+import json, sys
+from benchmark.perf import precision_probe
+print(json.dumps(precision_probe(**json.loads(sys.argv[1])), default=float))
+"""
+
+
+def precision_probe(
+    profile: str, overrides: dict[str, Any], method: str, dataset: str = "ih_polyp", epochs: int = 1
+) -> dict[str, Any]:
+    """One harness run of ``method`` in this process under ``profile`` with ``overrides``
+    (precision, channels_last, ...); the mixed precision Accelerate applied is read back
+    from the accelerator, not assumed."""
+    prof = get_profile(profile).replace(**overrides)
+    pd = perf_data(prof, dataset)
+    acc = _accelerator(prof)
+    cuda = acc.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t = harness_run(pd, method, epochs, profile=prof)
+    return {
+        "method": method, "precision": prof.precision, "effective_precision": str(acc.mixed_precision),
+        "channels_last": prof.channels_last, "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "backbone": prof.backbone, "teacher_backbone": prof.teacher_backbone, "image_size": prof.image_size,
+        "batch_size": prof.batch_size, "images": t.images, "steps": t.steps, "train_s": t.seconds,
+        "median_step_s": t.median_step_s,
+        "images_per_s": prof.batch_size / t.median_step_s if t.step_s else t.images_per_s,
+        "images_per_s_whole_run": t.images_per_s,
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+    }
+
+
+def measure_precision(
+    profile: str = "paper", methods_: Sequence[str] = ("baseline", "pagkd"), dataset: str = "ih_polyp",
+    epochs: int = 1, repeats: int = 1, variants: Sequence[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Training images/s per method and precision/memory-format variant, each run in a
+    fresh process; ``speedup`` is relative to the ``fp32`` variant of the same method."""
+    variants = list(variants or PRECISION_VARIANTS)
+    unknown = set(variants) - set(PRECISION_VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown precision variant(s) {sorted(unknown)}; variants: {', '.join(PRECISION_VARIANTS)}")
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {v: [] for v in variants} for m in methods_}
+    loads = [_load()]
+    for _ in range(repeats):
+        for method in methods_:
+            for variant in variants:
+                spec = {"profile": profile, "overrides": {**(overrides or {}), **PRECISION_VARIANTS[variant]},
+                        "method": method, "dataset": dataset, "epochs": epochs}
+                proc = subprocess.run([sys.executable, "-c", _PRECISION_PROBE, json.dumps(spec)],
+                                      capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"precision probe {method}/{variant} failed:\n{proc.stderr[-3000:]}")
+                runs[method][variant].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        loads.append(_load())
+    out: dict[str, Any] = {"profile": profile, "dataset": f"{dataset}-synthetic", "epochs": epochs,
+                           "repeats": repeats, "overrides": overrides or {}, "load_1m": loads, "methods": {}}
+    for method, by_variant in runs.items():
+        table = {}
+        for variant, rs in by_variant.items():
+            table[variant] = {**rs[0], "images_per_s": _median([r["images_per_s"] for r in rs]),
+                              "runs": [r["images_per_s"] for r in rs]}
+        base = table.get("fp32", {}).get("images_per_s")
+        for row in table.values():
+            row["speedup"] = row["images_per_s"] / base if base else None
+        out["methods"][method] = table
+    return out
+
+
 _THREAD_PROBE = r"""
 import json, os, sys, time
 import torch, torch.nn.functional as F
@@ -607,9 +704,9 @@ def measure_threads(
 
 
 def run_all(
-    sections: Sequence[str] = SECTIONS, profile: str | Profile = "cpu", dataset: str = "ih_polyp",
+    sections: Sequence[str] = DEFAULT_SECTIONS, profile: str | Profile = "cpu", dataset: str = "ih_polyp",
     epochs: int = 1, repeats: int = 3, augment: bool = True, decode_files: int = 1500, decode_file_size: int = 64,
-    matmul_n: int = 2048, log: Callable[[str], None] | None = None,
+    matmul_n: int = 2048, log: Callable[[str], None] | None = None, overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every requested section, in order; returns the JSON-able result."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -617,8 +714,9 @@ def run_all(
     if unknown:
         raise ValueError(f"unknown perf section(s) {sorted(unknown)}; sections: {', '.join(SECTIONS)}")
     prof = get_profile(profile) if isinstance(profile, str) else profile
+    prof = prof.replace(**(overrides or {}))
     result: dict[str, Any] = {"machine": machine_state(), "profile": prof.name, "dataset": f"{dataset}-synthetic",
-                              "synthetic": True}
+                              "synthetic": True, "overrides": overrides or {}}
     pd = None
     if {"throughput", "flops", "teacher_cache"} & set(sections):
         log(f"[perf] rendering the synthetic {dataset} twin ({prof.image_size} px, scale {prof.data_scale})")
@@ -641,6 +739,9 @@ def run_all(
     if "threads" in sections:
         log("[perf] OpenMP thread settings")
         result["threads"] = measure_threads(image_size=prof.image_size, batch=prof.batch_size)
+    if "precision" in sections:
+        log(f"[perf] precision: fp32 / bf16, with and without channels-last ({prof.name} profile)")
+        result["precision"] = measure_precision(prof.name, dataset=dataset, epochs=epochs, overrides=overrides)
     result["wall_s"] = time.perf_counter() - started
     result["machine_after"] = machine_state()
     return result
@@ -690,6 +791,16 @@ def format_table(result: dict[str, Any]) -> str:
             env = ",".join(f"{k}={v}" for k, v in s["env"].items()) or "OpenMP defaults"
             rows.append((f"bare step images/s, {name} ({env}, {s['threads']} threads)", f"{s['images_per_s']:.1f}",
                          f"{min(loads):.1f}-{max(loads):.1f}"))
+    pr = result.get("precision")
+    if pr:
+        for method, table in pr["methods"].items():
+            for variant, row in table.items():
+                applied = "" if row["effective_precision"] == row["precision"] else " (bf16 not applied: no GPU)"
+                rows.append((f"{method}: training images/s, {variant}{applied}, {row['backbone']} "
+                             f"{row['image_size']} px, batch {row['batch_size']}, {row['device']}",
+                             f"{row['images_per_s']:.1f} ({row['speedup']:.2f}x fp32)" if row["speedup"] else
+                             f"{row['images_per_s']:.1f}",
+                             f"{min(pr['load_1m']):.1f}-{max(pr['load_1m']):.1f}"))
     width = max((len(r[0]) for r in rows), default=10)
     vwidth = max((len(r[1]) for r in rows), default=10)
     m = result.get("machine", {})
@@ -705,7 +816,8 @@ def format_table(result: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.perf", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", help="write the full result as JSON to this file")
-    p.add_argument("--only", help=f"comma list of sections ({', '.join(SECTIONS)}); default: all")
+    p.add_argument("--only", help=f"comma list of sections ({', '.join(SECTIONS)}); "
+                                  f"default: {', '.join(DEFAULT_SECTIONS)}")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--dataset", default="ih_polyp", help="synthetic twin to train on (default ih_polyp)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per timed run (default 1)")
@@ -715,10 +827,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--decode-files", type=int, default=1500)
     p.add_argument("--decode-file-size", type=int, default=64)
     p.add_argument("--matmul-n", type=int, default=2048)
+    p.add_argument("--data-scale", type=float, help="fraction of the paper's split sizes to render (default: the "
+                                                    "profile's; e.g. 0.2 for a quicker paper-profile measurement)")
     args = p.parse_args(argv)
-    sections = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
+    sections = [s.strip() for s in args.only.split(",")] if args.only else list(DEFAULT_SECTIONS)
+    overrides = {"data_scale": args.data_scale} if args.data_scale is not None else None
     result = run_all(sections, args.profile, args.dataset, args.epochs, args.repeats, args.augment,
-                     args.decode_files, args.decode_file_size, args.matmul_n)
+                     args.decode_files, args.decode_file_size, args.matmul_n, overrides=overrides)
     print(format_table(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -140,3 +140,21 @@ def test_main_writes_json_and_prints_the_table(tmp_path: Path, capsys: pytest.Ca
     assert "load_1m" in data["machine"] and "epoch data access" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown perf section"):
         perf.run_all(["speed"])
+
+
+def test_precision_section_records_what_each_fresh_process_applied() -> None:
+    pr = perf.measure_precision("smoke", ("pagkd",), variants=("fp32", "bf16+channels_last"),
+                                overrides={"image_size": 16, "batch_size": 16})
+    table = pr["methods"]["pagkd"]
+    assert list(table) == ["fp32", "bf16+channels_last"]
+    for variant, row in table.items():
+        assert row["images"] > 0 and row["steps"] >= 2 and row["images_per_s"] > 0
+        assert row["image_size"] == 16 and row["batch_size"] == 16 and row["backbone"] == "kdbench_cnn4"
+        assert row["channels_last"] is variant.endswith("channels_last")
+    assert table["fp32"]["speedup"] == 1.0 and table["fp32"]["effective_precision"] == "no"
+    applied = table["bf16+channels_last"]["effective_precision"]
+    assert applied == ("bf16" if torch.cuda.is_available() else "no")
+    text = perf.format_table({"precision": pr, "machine": {}})
+    assert ("bf16 not applied" in text) is (applied == "no")
+    with pytest.raises(ValueError, match="unknown precision variant"):
+        perf.measure_precision("smoke", ("baseline",), variants=("fp16",))
