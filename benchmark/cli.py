@@ -49,7 +49,9 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     o.add_argument("--group-size", type=int)
     o.add_argument("--lr", type=float)
     o.add_argument("--data-scale", type=float)
-    o.add_argument("--precision", choices=["no", "bf16", "fp16"])
+    o.add_argument("--precision", choices=["no", "bf16", "fp16"], help="mixed precision on a GPU (paper: bf16)")
+    o.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format for images and networks (paper and cpu: on)")
     o.add_argument("--normalize", choices=["none", "imagenet"], help="input normalisation (default: imagenet with "
                                                                      "pretrained weights, none otherwise)")
     o.add_argument("--teacher-cache", action="store_true", default=None)

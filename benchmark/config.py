@@ -171,7 +171,7 @@ def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
     overrides = dict(m.get("profile_overrides") or {})
     for key in ("backbone", "teacher_backbone", "epochs", "teacher_epochs", "image_size", "batch_size",
                 "pretrained", "group_size", "lr", "data_scale", "precision", "teacher_cache", "normalize",
-                "bn_recalibration"):
+                "bn_recalibration", "channels_last"):
         if m.get(key) is not None:
             overrides[key] = m[key]
     g.profile_overrides = overrides

@@ -117,3 +117,16 @@ def test_local_workers_run_every_run_once_and_train_each_teacher_once(tmp_path: 
 def test_local_workers_reject_zero() -> None:
     with pytest.raises(ValueError, match="--workers"):
         launch(grid_from_mapping(GRID), "local", workers=0)
+
+
+def test_precision_and_channels_last_are_flags_over_the_paper_profile() -> None:
+    from benchmark.cli import _grid_mapping, build_parser
+
+    def profile(*flags: str):
+        args = build_parser().parse_args(["run", "--profile", "paper", *flags])
+        return grid_from_mapping(_grid_mapping(args)).resolved_profile()
+
+    assert (profile().precision, profile().channels_last) == ("bf16", True)
+    off = profile("--precision", "no", "--no-channels-last")
+    assert (off.precision, off.channels_last) == ("no", False)
+    assert profile("--channels-last").channels_last is True
