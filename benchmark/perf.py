@@ -50,6 +50,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import platform
 import statistics
 import subprocess
@@ -131,14 +132,17 @@ def perf_data(
     dataset: str = "ih_polyp",
     regime: str = "all",
     device: torch.device | str | None = None,
+    bundle: DatasetBundle | None = None,
 ) -> PerfData:
-    """The SYNTHETIC twin of ``dataset`` at the profile's size and scale, as :class:`TrainData`."""
+    """The SYNTHETIC twin of ``dataset`` at the profile's size and scale, as :class:`TrainData`
+    (``bundle``: one rendered before, so that several processes render it once)."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    bundle = load_dataset(
-        DataRequest(name=f"{dataset}:synthetic", image_size=profile.image_size, scale=profile.data_scale,
-                    min_class_images=profile.min_class_images),
-        log=lambda _msg: None,
-    )
+    if bundle is None:
+        bundle = load_dataset(
+            DataRequest(name=f"{dataset}:synthetic", image_size=profile.image_size, scale=profile.data_scale,
+                        min_class_images=profile.min_class_images),
+            log=lambda _msg: None,
+        )
     device = torch.device(device) if device is not None else _device()
     store = ImageStore(bundle.table.images, device, profile.channels_last)
     s_pool, t_pool = bundle.regime_pools(regime)
@@ -562,13 +566,19 @@ print(json.dumps(precision_probe(**json.loads(sys.argv[1])), default=float))
 
 
 def precision_probe(
-    profile: str, overrides: dict[str, Any], method: str, dataset: str = "ih_polyp", epochs: int = 1
+    profile: str, overrides: dict[str, Any], method: str, dataset: str = "ih_polyp", epochs: int = 1,
+    bundle_file: str | None = None,
 ) -> dict[str, Any]:
     """One harness run of ``method`` in this process under ``profile`` with ``overrides``
     (precision, channels_last, ...); the mixed precision Accelerate applied is read back
-    from the accelerator, not assumed."""
+    from the accelerator, not assumed. ``bundle_file``: the rendered twin, pickled by
+    :func:`measure_precision` (rendering 448-px images takes longer than the run)."""
     prof = get_profile(profile).replace(**overrides)
-    pd = perf_data(prof, dataset)
+    bundle = None
+    if bundle_file is not None:
+        with open(bundle_file, "rb") as fh:
+            bundle = pickle.load(fh)  # written by this module's parent process, never user input
+    pd = perf_data(prof, dataset, bundle=bundle)
     acc = _accelerator(prof)
     cuda = acc.device.type == "cuda"
     if cuda:
@@ -599,17 +609,28 @@ def measure_precision(
         raise ValueError(f"unknown precision variant(s) {sorted(unknown)}; variants: {', '.join(PRECISION_VARIANTS)}")
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {v: [] for v in variants} for m in methods_}
     loads = [_load()]
-    for _ in range(repeats):
-        for method in methods_:
-            for variant in variants:
-                spec = {"profile": profile, "overrides": {**(overrides or {}), **PRECISION_VARIANTS[variant]},
-                        "method": method, "dataset": dataset, "epochs": epochs}
-                proc = subprocess.run([sys.executable, "-c", _PRECISION_PROBE, json.dumps(spec)],
-                                      capture_output=True, text=True, check=False)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"precision probe {method}/{variant} failed:\n{proc.stderr[-3000:]}")
-                runs[method][variant].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        loads.append(_load())
+    prof = get_profile(profile).replace(**(overrides or {}))
+    bundle = load_dataset(
+        DataRequest(name=f"{dataset}:synthetic", image_size=prof.image_size, scale=prof.data_scale,
+                    min_class_images=prof.min_class_images),
+        log=lambda _msg: None,
+    )
+    with tempfile.TemporaryDirectory(prefix="kdbench-perf-") as tmp:
+        bundle_file = Path(tmp) / "bundle.pkl"
+        with open(bundle_file, "wb") as fh:
+            pickle.dump(bundle, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        del bundle
+        for _ in range(repeats):
+            for method in methods_:
+                for variant in variants:
+                    spec = {"profile": profile, "overrides": {**(overrides or {}), **PRECISION_VARIANTS[variant]},
+                            "method": method, "dataset": dataset, "epochs": epochs, "bundle_file": str(bundle_file)}
+                    proc = subprocess.run([sys.executable, "-c", _PRECISION_PROBE, json.dumps(spec)],
+                                          capture_output=True, text=True, check=False)
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"precision probe {method}/{variant} failed:\n{proc.stderr[-3000:]}")
+                    runs[method][variant].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            loads.append(_load())
     out: dict[str, Any] = {"profile": profile, "dataset": f"{dataset}-synthetic", "epochs": epochs,
                            "repeats": repeats, "overrides": overrides or {}, "load_1m": loads, "methods": {}}
     for method, by_variant in runs.items():
