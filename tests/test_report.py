@@ -289,7 +289,8 @@ cd_diagram("t", ranks, nemenyi, 6.06, Path(sys.argv[1]))
 
 def test_cd_diagram_pixels_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
     """Merged shards and a rerun must draw the same figure: the crossbar through a set of
-    labels is drawn in rank order, not in the process's string-hash order."""
+    labels is drawn in rank order, not in the process's string-hash order, and the SVG
+    carries neither a date nor random ids."""
     import os
     import subprocess
     import sys
@@ -299,5 +300,5 @@ def test_cd_diagram_pixels_do_not_depend_on_the_hash_seed(tmp_path: Path) -> Non
         stem = tmp_path / f"cd{hash_seed}"
         subprocess.run([sys.executable, "-c", _CD_SCRIPT, str(stem)], check=True, timeout=120,
                        env={**os.environ, "PYTHONHASHSEED": hash_seed, "MPLBACKEND": "Agg"})
-        pngs.append(stem.with_suffix(".png").read_bytes())
+        pngs.append(stem.with_suffix(".png").read_bytes() + stem.with_suffix(".svg").read_bytes())
     assert pngs[0] == pngs[1] == pngs[2]
