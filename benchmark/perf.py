@@ -138,11 +138,7 @@ def perf_data(
     (``bundle``: one rendered before, so that several processes render it once)."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     if bundle is None:
-        bundle = load_dataset(
-            DataRequest(name=f"{dataset}:synthetic", image_size=profile.image_size, scale=profile.data_scale,
-                        min_class_images=profile.min_class_images),
-            log=lambda _msg: None,
-        )
+        bundle = render_twin(profile, dataset)
     device = torch.device(device) if device is not None else _device()
     store = ImageStore(bundle.table.images, device, profile.channels_last)
     s_pool, t_pool = bundle.regime_pools(regime)
@@ -155,6 +151,15 @@ def perf_data(
         num_classes=bundle.num_classes, class_names=bundle.classes, same_view=regime == "same",
     )
     return PerfData(bundle=bundle, data=data, profile=profile, regime=regime)
+
+
+def render_twin(profile: Profile, dataset: str = "ih_polyp") -> DatasetBundle:
+    """The SYNTHETIC twin of ``dataset`` at the profile's image size and data scale."""
+    return load_dataset(
+        DataRequest(name=f"{dataset}:synthetic", image_size=profile.image_size, scale=profile.data_scale,
+                    min_class_images=profile.min_class_images),
+        log=lambda _msg: None,
+    )
 
 
 def _device() -> torch.device:
@@ -566,14 +571,15 @@ print(json.dumps(precision_probe(**json.loads(sys.argv[1])), default=float))
 
 
 def precision_probe(
-    profile: str, overrides: dict[str, Any], method: str, dataset: str = "ih_polyp", epochs: int = 1,
+    profile: dict[str, Any], method: str, dataset: str = "ih_polyp", epochs: int = 1,
     bundle_file: str | None = None,
 ) -> dict[str, Any]:
-    """One harness run of ``method`` in this process under ``profile`` with ``overrides``
-    (precision, channels_last, ...); the mixed precision Accelerate applied is read back
-    from the accelerator, not assumed. ``bundle_file``: the rendered twin, pickled by
-    :func:`measure_precision` (rendering 448-px images takes longer than the run)."""
-    prof = get_profile(profile).replace(**overrides)
+    """One harness run of ``method`` in this process under ``profile`` (a
+    :meth:`Profile.as_dict`, precision and channels_last included); the mixed precision
+    Accelerate applied is read back from the accelerator, not assumed. ``bundle_file``:
+    the rendered twin, pickled by :func:`measure_precision` (rendering 448-px images
+    takes longer than the run)."""
+    prof = Profile(**profile)
     bundle = None
     if bundle_file is not None:
         with open(bundle_file, "rb") as fh:
@@ -597,7 +603,7 @@ def precision_probe(
 
 
 def measure_precision(
-    profile: str = "paper", methods_: Sequence[str] = ("baseline", "pagkd"), dataset: str = "ih_polyp",
+    profile: str | Profile = "paper", methods_: Sequence[str] = ("baseline", "pagkd"), dataset: str = "ih_polyp",
     epochs: int = 1, repeats: int = 1, variants: Sequence[str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -609,29 +615,24 @@ def measure_precision(
         raise ValueError(f"unknown precision variant(s) {sorted(unknown)}; variants: {', '.join(PRECISION_VARIANTS)}")
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {v: [] for v in variants} for m in methods_}
     loads = [_load()]
-    prof = get_profile(profile).replace(**(overrides or {}))
-    bundle = load_dataset(
-        DataRequest(name=f"{dataset}:synthetic", image_size=prof.image_size, scale=prof.data_scale,
-                    min_class_images=prof.min_class_images),
-        log=lambda _msg: None,
-    )
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    prof = prof.replace(**(overrides or {}))
     with tempfile.TemporaryDirectory(prefix="kdbench-perf-") as tmp:
         bundle_file = Path(tmp) / "bundle.pkl"
         with open(bundle_file, "wb") as fh:
-            pickle.dump(bundle, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        del bundle
+            pickle.dump(render_twin(prof, dataset), fh, protocol=pickle.HIGHEST_PROTOCOL)
         for _ in range(repeats):
             for method in methods_:
                 for variant in variants:
-                    spec = {"profile": profile, "overrides": {**(overrides or {}), **PRECISION_VARIANTS[variant]},
-                            "method": method, "dataset": dataset, "epochs": epochs, "bundle_file": str(bundle_file)}
+                    spec = {"profile": prof.replace(**PRECISION_VARIANTS[variant]).as_dict(), "method": method,
+                            "dataset": dataset, "epochs": epochs, "bundle_file": str(bundle_file)}
                     proc = subprocess.run([sys.executable, "-c", _PRECISION_PROBE, json.dumps(spec)],
                                           capture_output=True, text=True, check=False)
                     if proc.returncode != 0:
                         raise RuntimeError(f"precision probe {method}/{variant} failed:\n{proc.stderr[-3000:]}")
                     runs[method][variant].append(json.loads(proc.stdout.strip().splitlines()[-1]))
             loads.append(_load())
-    out: dict[str, Any] = {"profile": profile, "dataset": f"{dataset}-synthetic", "epochs": epochs,
+    out: dict[str, Any] = {"profile": prof.name, "dataset": f"{dataset}-synthetic", "epochs": epochs,
                            "repeats": repeats, "overrides": overrides or {}, "load_1m": loads, "methods": {}}
     for method, by_variant in runs.items():
         table = {}
@@ -762,7 +763,7 @@ def run_all(
         result["threads"] = measure_threads(image_size=prof.image_size, batch=prof.batch_size)
     if "precision" in sections:
         log(f"[perf] precision: fp32 / bf16, with and without channels-last ({prof.name} profile)")
-        result["precision"] = measure_precision(prof.name, dataset=dataset, epochs=epochs, overrides=overrides)
+        result["precision"] = measure_precision(prof, dataset=dataset, epochs=epochs)
     result["wall_s"] = time.perf_counter() - started
     result["machine_after"] = machine_state()
     return result
