@@ -42,6 +42,15 @@ def _heads(dim: int, requested: int) -> int:
     return heads
 
 
+def fixed_width_map(d_in: int, d_out: int, seed: int = 0) -> Tensor:
+    """``(d_out, d_in)`` random matrix with orthonormal rows (``d_out <= d_in``) or columns
+    (``d_out > d_in``), drawn from a local generator: a width map that keeps angles as far
+    as the widths allow and is the same in every run."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(max(d_in, d_out), min(d_in, d_out), generator=g))
+    return q.t().contiguous() if d_out <= d_in else q.contiguous()
+
+
 def attention_map_distance(a: Tensor, b: Tensor) -> Tensor:
     """Per-row 1 - cos between two attention maps, ``b`` resized to ``a``'s grid if needed."""
     if a.shape[-2:] != b.shape[-2:]:
@@ -59,14 +68,19 @@ class CPCTrans(Distiller):
 
     * CGA (global alignment): 1 - cos(g^W, g^N) of the two modalities' global tokens,
       weight 1. Global token = the pooled embedding that feeds the classifier (the CNN's
-      CLS token); the student's is mapped to the teacher's width by a bias-free linear
-      map owned by this method (identity-initialised when the widths agree), the teacher's
-      is the fixed target.
+      CLS token); the teacher's is the fixed target. When the two widths agree (ResNet-50
+      both sides, and the suite's profiles) the student's token is compared as it is, as
+      in the original, which has no map between the modalities. When they differ, the
+      student's token goes through a *fixed* width map (:func:`fixed_width_map`: a seeded
+      random matrix with orthonormal rows or columns, a buffer, never trained), so that
+      only the student can lower the term: a trained map could absorb the alignment by
+      itself while the student stays unchanged.
     * SAM (attention consistency): 1 - cos(a^W, a^N) of the two class-token-to-patch
       attention maps, weight 0.3 (the code's ``norm_coff``). The maps come from the
       attention module the paper adds (:class:`ClassTokenAttention`); as in the code one
       module serves both modalities (``share_attention=True``: the student's tokens pass
-      through the same width map as for CGA); ``share_attention=False`` gives one module
+      through the same fixed width map as for CGA when the widths differ);
+      ``share_attention=False`` gives one module
       per side. The teacher's map is resized to the student's grid when they differ.
 
     L = CE(WLI) + CGA + 0.3 SAM.
@@ -74,7 +88,7 @@ class CPCTrans(Distiller):
     How this differs from the paper: the original trains ONE ViT-S/16 on both modalities
     jointly (CE on WLI and on NBI, no frozen teacher) and uses its WLI head at test. Here
     the NBI side is the suite's frozen, separately trained teacher and only the WLI student
-    (plus the width map and attention module) learns; the shared-weight training is
+    (plus the attention module) learns; the shared-weight training is
     ``cpc-trans-shared``. The backbones are the profile's CNNs, not a ViT.
 
     Regimes: ``paired`` and ``all``. On ``all`` the unpaired rows carry class-matched NBI
@@ -96,8 +110,10 @@ class CPCTrans(Distiller):
     deviations: ClassVar[str] = (
         "Frozen NBI teacher and a trained WLI student instead of one shared ViT trained on both modalities "
         "(that variant is cpc-trans-shared); CNN backbones, so the global token is the pooled embedding and the "
-        "attention module's query is that embedding; a linear width map student->teacher (identity-initialised "
-        "when widths agree). On 'all', SAM uses true twins only (option sam_on_pseudo_pairs), CGA every row."
+        "attention module's query is that embedding. Equal widths: no map between the tokens (as the original). "
+        "Different widths: a fixed, untrained random semi-orthogonal width map student->teacher, so the alignment "
+        "can only fall through the student. On 'all', SAM uses true twins only (option sam_on_pseudo_pairs), "
+        "CGA every row."
     )
     options: ClassVar[dict[str, Any]] = {
         "num_heads": 0,
@@ -113,28 +129,32 @@ class CPCTrans(Distiller):
         d_s, d_t = ctx.student.embedding_dim, ctx.teacher.embedding_dim
         if ctx.student.feature_channels[-1] != d_s or ctx.teacher.feature_channels[-1] != d_t:
             raise ValueError("cpc-trans expects the last feature map to be what is pooled into the embedding")
-        self.to_teacher = nn.Linear(d_s, d_t, bias=False)
-        if d_s == d_t:
-            with torch.no_grad():
-                self.to_teacher.weight.copy_(torch.eye(d_t))
+        # Fixed (buffer, not a parameter): a trained map could lower CGA without the student.
+        self.register_buffer("width_map", fixed_width_map(d_s, d_t) if d_s != d_t else None, persistent=False)
         dropout = float(self.opts["dropout"])
         self.teacher_attention = ClassTokenAttention(d_t, _heads(d_t, self.opts["num_heads"]), dropout)
         self.student_attention: ClassTokenAttention | None = None
         if not self.opts["share_attention"]:
             self.student_attention = ClassTokenAttention(d_s, _heads(d_s, self.opts["num_heads"]), dropout)
 
+    def to_teacher_width(self, tokens: Tensor) -> Tensor:
+        """Student tokens ``(..., d_s)`` -> the teacher's width (unchanged when equal)."""
+        if self.width_map is None:
+            return tokens
+        return tokens @ self.width_map.t().to(tokens.dtype)
+
     def _student_map(self, s: Outputs) -> Tensor:
         fmap = s.features[-1]
         if self.student_attention is not None:
             return self.student_attention(s.embedding, fmap)
-        mapped = torch.einsum("td,bdhw->bthw", self.to_teacher.weight, fmap)
-        return self.teacher_attention(self.to_teacher(s.embedding), mapped)
+        mapped = self.to_teacher_width(fmap.movedim(1, -1)).movedim(-1, 1)
+        return self.teacher_attention(self.to_teacher_width(s.embedding), mapped)
 
     def losses(self, s: Outputs, t: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         assert t is not None
         out = {
             "ce": F.cross_entropy(s.logits, batch.y),
-            "cga": cosine_distance(self.to_teacher(s.embedding), t.embedding.detach()).mean(),
+            "cga": cosine_distance(self.to_teacher_width(s.embedding), t.embedding.detach()).mean(),
         }
         rows = torch.ones_like(batch.twin, dtype=torch.bool) if self.opts["sam_on_pseudo_pairs"] else batch.twin.bool()
         if bool(rows.any()):

@@ -195,6 +195,79 @@ def test_cpc_trans_sam_uses_twin_rows_and_resizes() -> None:
     torch.testing.assert_close(full.losses(s, t, batch(3, twin=twin))["sam"], per_row.mean())
 
 
+@pytest.mark.parametrize(("s_ch", "t_ch"), [(4, 4), (4, 8), (8, 4)])
+def test_cpc_trans_alignment_cannot_fall_without_the_student(s_ch: int, t_ch: int) -> None:
+    """With the student frozen, optimiser steps on the method's own parameters cannot
+    lower CGA: nothing trainable sits between the student's token and the target."""
+    torch.manual_seed(0)
+    d = methods.create("cpc-trans", context(s_ch, t_ch), dropout=0.0)
+    g = torch.Generator().manual_seed(3)
+    s = outputs(torch.rand(4, s_ch, 2, 2, generator=g), nn.Linear(s_ch, 2))
+    t = outputs(torch.rand(4, t_ch, 2, 2, generator=g), nn.Linear(t_ch, 2))
+    b = batch(4)
+    params = d.student_parameters()
+    optimiser = torch.optim.Adam(params, lr=0.05)
+    first = d.losses(s, t, b)["cga"].item()
+    assert first > 0.01
+    for _ in range(20):
+        terms = d.losses(s, t, b)
+        optimiser.zero_grad()
+        (terms["cga"] + 0.3 * terms["sam"]).backward()
+        optimiser.step()
+    assert d.losses(s, t, b)["cga"].item() == pytest.approx(first, abs=1e-6)
+
+
+def test_cpc_trans_fixed_width_map_keeps_angles_when_widening() -> None:
+    d = methods.create("cpc-trans", context(4, 8), dropout=0.0)
+    assert not any(p.shape == (8, 4) for p in d.parameters())  # the map is no parameter
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(4))
+    mapped = d.to_teacher_width(x)
+    torch.testing.assert_close(mapped @ mapped.t(), x @ x.t(), atol=1e-5, rtol=1e-5)
+
+
+def _direct_class_token_attention(attn: nn.MultiheadAttention, token: Tensor, fmap: Tensor) -> Tensor:
+    """Head-averaged softmax(q k^T / sqrt(d_h)) written out from the module's projections."""
+    b, d, h, w = fmap.shape
+    heads = attn.num_heads
+    dh = d // heads
+    w_q, w_k, _ = attn.in_proj_weight.detach().double().chunk(3)
+    b_q, b_k, _ = attn.in_proj_bias.detach().double().chunk(3)
+    out = torch.zeros(b, h * w, dtype=torch.float64)
+    for i in range(b):
+        q = w_q @ token[i].double() + b_q  # (d,)
+        patches = fmap[i].double().reshape(d, h * w).t()  # (hw, d)
+        k = patches @ w_k.t() + b_k  # (hw, d)
+        for head in range(heads):
+            sl = slice(head * dh, (head + 1) * dh)
+            logits = torch.tensor([float(q[sl] @ k[p, sl]) / math.sqrt(dh) for p in range(h * w)])
+            out[i] += torch.softmax(logits.double(), dim=0) / heads
+    return out.reshape(b, h, w)
+
+
+def test_cpc_trans_attention_maps_match_a_direct_computation() -> None:
+    torch.manual_seed(0)
+    d = methods.create("cpc-trans", context(8, 8, s_size=(2, 3), t_size=(2, 3)), dropout=0.0, num_heads=2)
+    with torch.no_grad():  # non-zero biases so that they count
+        d.teacher_attention.attention.in_proj_bias.normal_()
+    g = torch.Generator().manual_seed(5)
+    fmap = torch.randn(3, 8, 2, 3, generator=g)
+    token = torch.randn(3, 8, generator=g)
+    got = d.teacher_attention(token, fmap)
+    expected = _direct_class_token_attention(d.teacher_attention.attention, token, fmap)
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+    # the student's map (shared module, equal widths: the student's own tokens)
+    s = Outputs(logits=torch.zeros(3, 2), embedding=token, features=[fmap])
+    torch.testing.assert_close(d._student_map(s).double(), expected, atol=1e-5, rtol=1e-5)
+    # SAM = mean over twin rows of 1 - cos between the student's and the teacher's maps
+    t_fmap = torch.randn(3, 8, 2, 3, generator=g)
+    t_token = torch.randn(3, 8, generator=g)
+    t = Outputs(logits=torch.zeros(3, 2), embedding=t_token, features=[t_fmap])
+    a_t = _direct_class_token_attention(d.teacher_attention.attention, t_token, t_fmap)
+    cos = [float(expected[i].flatten() @ a_t[i].flatten() / (expected[i].norm() * a_t[i].norm())) for i in range(3)]
+    sam = d.losses(s, t, batch(3, y=torch.tensor([0, 1, 0])))["sam"]
+    assert sam.item() == pytest.approx(sum(1 - c for c in cos) / 3, rel=1e-5)
+
+
 def test_cpc_trans_shared_trains_one_network_on_both_modalities() -> None:
     torch.manual_seed(0)
     net = TinyNet(8)
