@@ -17,15 +17,19 @@ UNPAIRED_HINTS = ("map", "pooled")
 
 
 class HintRegressor(nn.Module):
-    """Maps the student's hint map onto the teacher's hint shape: a 3x3 conv (stride 2 when
-    the student map is exactly twice the teacher's, else 1), bilinear resizing when the
-    sizes still differ, then BN and ReLU (the ``ConvReg`` of RepDistiller / mdistiller,
-    generalised to any pair of sizes)."""
+    """Maps the student's hint map onto the teacher's hint shape, then BN and ReLU (the
+    ``ConvReg`` of RepDistiller / mdistiller): a 1x1 conv when the maps have the same size
+    (their kernel ``1 + H_s - H_t``), a 3x3 stride-2 conv when the student map is exactly
+    twice the teacher's, otherwise a 3x3 conv followed by bilinear resizing (the
+    generalisation to any pair of sizes)."""
 
     def __init__(self, in_channels: int, out_channels: int, in_size: tuple[int, int], out_size: tuple[int, int]):
         super().__init__()
         halves = in_size[0] == 2 * out_size[0] and in_size[1] == 2 * out_size[1]
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=2 if halves else 1, padding=1, bias=False)
+        if tuple(in_size) == tuple(out_size):
+            self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        else:
+            self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=2 if halves else 1, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
 
@@ -85,10 +89,11 @@ class FitNets(Distiller):
     stage and the regressor learn), then CE plus Hinton KD (T = ``kd_temperature``) on the
     whole student with a fixed KD weight (the paper anneals it).
 
-    Unpaired data: by default the hint target on a non-twin row is the feature map of its
-    class-matched NBI pseudo-pair, i.e. a same-class but different lesion at different
-    positions. ``unpaired_hint="pooled"`` instead regresses only the spatially averaged
-    map on those rows, since spatial correspondence across lesions does not exist.
+    Unpaired data: the teacher image of a non-twin row is a class-matched NBI pseudo-pair,
+    a same-class but different lesion, so no position of its map corresponds to a position
+    of the student's. By default (``unpaired_hint="pooled"``) those rows regress only the
+    spatially averaged map (per-channel means); twin rows keep the spatial hint.
+    ``unpaired_hint="map"`` compares the maps position by position on every row.
     """
 
     summary: ClassVar[str] = "FitNets: regress the teacher's middle-stage map through a conv regressor"
@@ -98,16 +103,17 @@ class FitNets(Distiller):
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "hint": 100.0, "kd": 1.0}
     deviations: ClassVar[str] = (
         "Single-stage training (hint + CE summed) as in RepDistiller/mdistiller; the paper's "
-        "two-stage schedule is the option two_stage. On unpaired rows the hint target is the "
-        "feature map of a class-matched NBI pseudo-pair (a different lesion, so spatially "
-        "unaligned); unpaired_hint='pooled' regresses the spatially averaged map on those rows."
+        "two-stage schedule is the option two_stage. On unpaired rows the teacher's map belongs to a "
+        "class-matched NBI pseudo-pair (a different lesion, so spatially unaligned): those rows regress "
+        "the per-channel means of the map (pooled hint); unpaired_hint='map' compares the maps spatially "
+        "on every row. Regressor as RepDistiller's ConvReg (1x1 conv for maps of the same size)."
     )
     options: ClassVar[dict[str, Any]] = {
         "hint_stage": None,
         "teacher_stage": None,
         "two_stage": False,
         "stage1_fraction": 0.25,
-        "unpaired_hint": "map",
+        "unpaired_hint": "pooled",
         "kd_temperature": 4.0,
     }
 

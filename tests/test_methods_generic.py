@@ -207,10 +207,8 @@ def test_fitnets_hint_through_identity_regressor_hand_value():
     spec = tiny_spec("tiny", (2, 2, 2), ((2, 2), (2, 2), (1, 1)), 2)
     fit = FitNets(make_ctx(spec, spec, [0, 1], [0, 1], num_classes=2))
     assert (fit.student_stage, fit.teacher_stage) == (1, 1)
-    with torch.no_grad():  # centre tap = identity; eval-mode BN with fresh stats divides by sqrt(1 + eps)
-        fit.regressor.conv.weight.zero_()
-        fit.regressor.conv.weight[0, 0, 1, 1] = 1.0
-        fit.regressor.conv.weight[1, 1, 1, 1] = 1.0
+    with torch.no_grad():  # 1x1 identity; eval-mode BN with fresh stats divides by sqrt(1 + eps)
+        fit.regressor.conv.weight.copy_(torch.eye(2)[:, :, None, None])
     fit.eval()
     x = np.array([[[[1.0, 2.0], [0.0, 3.0]], [[0.5, 0.0], [1.0, 1.0]]]])  # (1, 2, 2, 2), non-negative
     t = np.array([[[[0.0, 2.0], [1.0, 1.0]], [[0.5, 0.5], [0.0, 2.0]]]])
@@ -241,6 +239,48 @@ def test_hint_regressor_matches_any_shape(s_size, t_size):
     out = reg(torch.randn(2, 5, *s_size), t_size)
     assert out.shape == (2, 7, *t_size)
     assert reg.conv.stride == ((2, 2) if s_size == (6, 6) and t_size == (3, 3) else (1, 1))
+    assert reg.conv.kernel_size == ((1, 1) if s_size == t_size else (3, 3))
+
+
+def test_fitnets_regressor_is_pointwise_on_maps_of_the_same_size():
+    """RepDistiller's ConvReg is a 1x1 conv when the maps have the same size: changing one
+    position of the student's map changes the regressed map at that position only."""
+    torch.manual_seed(0)
+    reg = HintRegressor(3, 4, (5, 5), (5, 5)).eval()
+    x = torch.randn(1, 3, 5, 5)
+    y = x.clone()
+    y[0, :, 2, 1] += 1.0
+    with torch.no_grad():
+        changed = (reg(x, (5, 5)) != reg(y, (5, 5))).any(dim=1)[0]
+    assert changed[2, 1] and int(changed.sum()) == 1
+
+
+def test_fitnets_default_hint_on_unpaired_rows_is_the_pooled_map():
+    """A pseudo-pair row whose teacher map is a spatial rearrangement of the student's (same
+    per-channel means) adds nothing by default; a twin row keeps the spatial hint."""
+    spec = tiny_spec("tiny", (2, 2, 2), ((2, 2), (2, 2), (1, 1)), 2)
+    fit = FitNets(make_ctx(spec, spec, [0, 1], [0, 1], num_classes=2))
+    assert fit.opts["unpaired_hint"] == "pooled"
+    with torch.no_grad():
+        fit.regressor.conv.weight.copy_(torch.eye(2)[:, :, None, None])
+    fit.eval()
+    scale = 1 / math.sqrt(1 + 1e-5)  # eval-mode BN with fresh statistics
+    s_map = torch.tensor([[[[1.0, 2.0], [0.0, 3.0]], [[0.5, 0.0], [1.0, 1.0]]]] * 2)
+    t_map = s_map.clone() * scale
+    t_map[0, 0] = t_map[0, 0].flip(0)  # twin row: spatially different, same means
+    t_map[1] = t_map[1].flip(-1)  # pseudo-pair row: spatially different, same means
+    twin_row = float(((s_map[0] * scale - t_map[0]) ** 2).mean())
+    assert twin_row > 0.1
+    s_out = outputs_from(torch.zeros(2, 2), features=[torch.zeros(2, 2, 2, 2), s_map])
+    t_out = outputs_from(torch.zeros(2, 2), features=[torch.zeros(2, 2, 2, 2), t_map])
+    terms = fit.losses(s_out, t_out, make_batch([0, 1], [0, 1], [0, 1], twin=[True, False]))
+    assert terms["hint"].item() == pytest.approx(twin_row / 2, rel=1e-5)
+    spatial = FitNets(make_ctx(spec, spec, [0, 1], [0, 1], num_classes=2), unpaired_hint="map")
+    spatial.load_state_dict(fit.state_dict())
+    spatial.eval()
+    both_rows = float(((s_map * scale - t_map) ** 2).mean())
+    terms = spatial.losses(s_out, t_out, make_batch([0, 1], [0, 1], [0, 1], twin=[True, False]))
+    assert terms["hint"].item() == pytest.approx(both_rows, rel=1e-5)
 
 
 def test_fitnets_real_backbones_default_stage(real_ctx):
