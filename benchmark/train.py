@@ -90,7 +90,7 @@ class _StepModule(nn.Module):
         self.distiller = distiller
 
     def forward(self, batch: Batch, teacher_out: Outputs | None) -> tuple[Outputs, dict[str, Tensor]]:
-        s = self.student(batch.student_x)
+        s = self.student(self.distiller.student_input(batch))
         return s, self.distiller.losses(s, teacher_out, batch)
 
 

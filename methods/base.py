@@ -209,8 +209,15 @@ class Distiller(nn.Module):
     def teacher(self) -> nn.Module | None:
         return self._bound.get("teacher")
 
+    def student_input(self, batch: Batch) -> Tensor:
+        """The images of the harness's student forward pass, whose outputs ``losses``
+        receives as ``s``: ``batch.student_x``. A method that trains the student on
+        transformed views of the batch (SSD-KD's four rotations) returns them here, so
+        every view goes through the one forward pass of the step (one batch-norm update)."""
+        return batch.student_x
+
     def student_forward(self, x: Tensor) -> Outputs:
-        """An extra student forward pass (rotated views, both modalities, ...)."""
+        """An extra student forward pass (another modality, ...)."""
         return self.student(x)
 
     @torch.no_grad()

@@ -221,8 +221,9 @@ class SSDKD(Distiller):
     }
     deviations: ClassVar[str] = (
         "The dual relational weight (1) is split into two logged terms: rkd (1 x (25 dist + 50 angle)) and "
-        "gram (1 x 1000). The student sees all four rotations in one forward pass as released; the teacher's "
-        "0-degree outputs are the harness's, the three rotations are forwarded (identical in eval mode). "
+        "gram (1 x 1000). The student sees all four rotations in the harness's one forward pass of the step, as "
+        "released (student_input); the teacher's 0-degree outputs are the harness's, the three rotations are "
+        "forwarded (identical in eval mode). "
         "The teacher head trains in prepare() for ss_epochs (60 as released, SGD 1e-3, momentum 0.9, weight "
         "decay 1e-3, steps at 50%/75%) on teacher embeddings of one pass over the training pool, cached "
         "(the backbone is frozen, so only the augmentation is not re-drawn), without the released early "
@@ -318,11 +319,21 @@ class SSDKD(Distiller):
             return interleave_rotations(t, rest)
         return self.teacher_rotations(batch.teacher_x)
 
+    def student_input(self, batch: Batch) -> Tensor:
+        """The four rotations of the batch (sample-major): the student's one forward pass."""
+        return rotation_batch(batch.student_x)
+
     def losses(self, s: Outputs, t: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        """``s``: the student's outputs on :meth:`student_input` (``4 B`` rows)."""
         if not self.prepared:
             raise RuntimeError("ssd-kd: the teacher's projection head is untrained; call prepare() before losses()")
+        if s.logits.shape[0] != NUM_ROTATIONS * batch.size:
+            raise ValueError(
+                f"ssd-kd: losses() expects the student's outputs on the {NUM_ROTATIONS} rotations of the batch "
+                f"(student(d.student_input(batch)), {NUM_ROTATIONS * batch.size} rows); got {s.logits.shape[0]} rows"
+            )
         o = self.opts
-        s4 = self.student_forward(rotation_batch(batch.student_x))
+        s4 = s
         t4 = self.teacher_views(t, batch)
         n = s4.logits.shape[0]
         nor = original_rows(n, s4.logits.device)
