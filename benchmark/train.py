@@ -324,7 +324,7 @@ def fit(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
     adversary = list(distiller.adversary_parameters())
-    adv_optimizer = torch.optim.Adam(adversary, lr=lr, betas=(0.5, 0.999)) if adversary else None
+    adv_optimizer = distiller.adversary_optimizer(adversary, lr) if adversary else None
 
     step_module = _StepModule(student, distiller)
     step_module, optimizer = accelerator.prepare(step_module, optimizer)

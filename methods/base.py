@@ -247,6 +247,12 @@ class Distiller(nn.Module):
         (discriminators). Their loss comes from :meth:`adversary_losses`."""
         return []
 
+    def adversary_optimizer(self, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        """The optimiser the harness steps :meth:`adversary_losses` with; ``lr`` is the
+        run's student learning rate. Default: Adam at that rate with betas (0.5, 0.999)
+        and no weight decay; a method whose paper states other settings overrides it."""
+        return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
+
     def adversary_losses(self, s: Outputs, t: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         """Losses of the adversary; must only reach :meth:`adversary_parameters`."""
         return {}

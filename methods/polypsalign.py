@@ -85,12 +85,20 @@ class PolypsAlign(Distiller):
       prediction on the NBI image of the row (the twin), negative = the teacher's head on
       the features of a frozen WLI "raw student"; max(KL(pos||x) - KL(neg||x) + 0.85, 0).
 
-    L = CE + adv + contrast (weights 1, as in the code).
+    L = CE + adv + contrast (weights 1, as in the code). The discriminator has its own
+    optimiser with the code's settings (:meth:`adversary_optimizer`): Adam, betas
+    (0.9, 0.999), weight decay 1e-8, at the student's learning rate (the code trains both
+    at 1e-4; option ``disc_lr`` sets another rate).
 
     Raw student: the code loads a separately trained WLI-only network and, when its
     checkpoint is missing, falls back to the ImageNet initialisation. Here it is a frozen
-    copy of the student at the start of training (its initialisation; ImageNet weights
-    under a pretrained profile), i.e. the code's fallback; ``negative="none"`` drops it.
+    copy of the student at the start of training (its initialisation), i.e. the code's
+    fallback; ``negative="none"`` drops it. What the negative means therefore depends on
+    the profile: with ImageNet weights it is a generic pretrained network's reading of the
+    WLI image through the teacher's head; under a randomly initialised profile (``smoke``,
+    ``cpu``) it is a *random network*'s, so the hinge pushes the student's teacher-head
+    prediction away from that of random features (close to the head's bias-dominated
+    output) rather than away from a WLI-only classifier as in the paper.
 
     Width adapter: the discriminator and the teacher's head expect the teacher's width. If
     the student's last map is narrower/wider, a 1x1 conv adapter (owned here, trained with
@@ -116,12 +124,21 @@ class PolypsAlign(Distiller):
     deviations: ClassVar[str] = (
         "Teacher kept frozen in eval mode (the code leaves it in train mode, so its BatchNorm statistics drift). "
         "The raw-student negative is a frozen copy of the student's initialisation (the code's fallback when no "
-        "WLI-only checkpoint exists). Discriminator widths scale with the teacher's map (C/2, C/4); a 1x1 adapter "
-        "maps the student's map to the teacher's width when they differ. The discriminator is stepped after the "
-        "student (the code steps it first) with the harness's adversary optimiser. On unpaired rows the hinge's "
+        "WLI-only checkpoint exists): under a randomly initialised profile (smoke, cpu) it is a random network, "
+        "not a WLI-only classifier, so the hinge pushes away from random features' predictions. Discriminator "
+        "optimiser as the code: Adam, betas (0.9, 0.999), weight decay 1e-8, at the student's learning rate "
+        "(both 1e-4 in the code; option disc_lr). Discriminator widths scale with the teacher's map (C/2, C/4); "
+        "a 1x1 adapter maps the student's map to the teacher's width when they differ. The discriminator is "
+        "stepped after the student (the code steps it first). On unpaired rows the hinge's "
         "positive is the class-matched pseudo-pair's teacher prediction (option pseudo_pairs)."
     )
-    options: ClassVar[dict[str, Any]] = {"margin": 0.85, "negative": "initial_student", "pseudo_pairs": True}
+    options: ClassVar[dict[str, Any]] = {
+        "margin": 0.85,
+        "negative": "initial_student",
+        "pseudo_pairs": True,
+        "disc_lr": None,
+        "disc_weight_decay": 1e-8,
+    }
 
     def __init__(self, ctx: DistillerContext, **options: Any) -> None:
         super().__init__(ctx, **options)
@@ -153,6 +170,14 @@ class PolypsAlign(Distiller):
 
     def adversary_parameters(self) -> list[nn.Parameter]:
         return list(self.discriminator.parameters())
+
+    def adversary_optimizer(self, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        """Adam with the code's settings (``optimizer_dis``: lr 1e-4 as the student's, weight
+        decay 1e-8, default betas); ``disc_lr`` overrides the rate."""
+        rate = lr if self.opts["disc_lr"] is None else float(self.opts["disc_lr"])
+        return torch.optim.Adam(
+            params, lr=rate, betas=(0.9, 0.999), weight_decay=float(self.opts["disc_weight_decay"])
+        )
 
     def adversary_losses(self, s: Outputs, t: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         assert t is not None
