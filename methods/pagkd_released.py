@@ -209,7 +209,8 @@ class PaGKDReleased(Distiller):
     """PaGKD as the released code trains it (crash bugs fixed); see the module docstring."""
 
     summary: ClassVar[str] = (
-        "PaGKD as the official code runs it (one attention layer, 0.001 contrastive, + ADD on pairs)"
+        "PaGKD as the official code runs it (one attention layer, + ADD on pairs); its prototype (pro) and "
+        "set-classifier (set_cls) terms weigh 0.001 against CE 1, so only the dense (den) and ADD terms distil"
     )
     paper: ClassVar[str] = (
         "Hu et al., AAAI 2026 (arXiv:2601.09209), official code github.com/Huster-Hq/PaGKD @7b211f1: "
@@ -219,7 +220,8 @@ class PaGKDReleased(Distiller):
     main_regimes: ClassVar[frozenset[str]] = frozenset({"unpaired", "all"})
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "pro": 0.001, "set_cls": 0.001, "den": 1.0, "add": 1.0}
     deviations: ClassVar[str] = (
-        "Crash bugs fixed: lb_token/lb_token1 name mismatch; cam() argument count and its in-place write "
+        "Weights as released: pro and set_cls 0.001 (the prototype branch barely trains the student), den and "
+        "add 1. Crash bugs fixed: lb_token/lb_token1 name mismatch; cam() argument count and its in-place write "
         "into the logits; global torch.manual_seed(42/57) in every forward replaced by a local generator; "
         "3 hard-coded classes generalised to C (identity seeds 42+15k); teacher script importing ADD "
         "modules and empty checkpoint paths replaced by the suite's teacher. The ADD step on true pairs "
