@@ -1,4 +1,4 @@
-"""Hinton KD loss against a hand computation, and the teacher staying frozen."""
+"""Hinton KD loss against a hand computation (the frozen teacher: tests/test_harness_methods.py)."""
 
 from __future__ import annotations
 
@@ -26,10 +26,9 @@ def test_kd_loss_matches_hand_computation() -> None:
     assert math.isclose(float(kd_loss(s, t, temp)), expected, rel_tol=1e-6)
 
 
-def test_kd_loss_zero_for_equal_logits_and_gradient_only_to_student() -> None:
+def test_kd_loss_zero_for_equal_logits_and_gradient_reaches_the_student() -> None:
     s = torch.randn(3, 4, requires_grad=True)
-    t = s.detach().clone().requires_grad_(True)
-    loss = kd_loss(s, t.detach(), 4.0)
+    loss = kd_loss(s, s.detach().clone(), 4.0)
     assert float(loss.detach()) < 1e-6
-    kd_loss(s, t.detach() + torch.randn(3, 4), 4.0).backward()
-    assert s.grad is not None and t.grad is None
+    kd_loss(s, s.detach() + torch.randn(3, 4), 4.0).backward()
+    assert s.grad is not None and float(s.grad.abs().sum()) > 0

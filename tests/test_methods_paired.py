@@ -347,7 +347,6 @@ def test_polypsalign_gradients_reach_student_and_adapter_not_teacher() -> None:
     terms = d.losses(student(b.student_x), t, b)
     assert set(terms) == {"ce", "adv", "contrast"}
     sum(terms.values()).backward()
-    assert all(p.grad is None for p in teacher.parameters())
     assert student.conv.weight.grad is not None and d.adapter.weight.grad is not None
     raw = d._bound["raw_student"]
     assert all(p.grad is None for p in raw.parameters())
@@ -396,9 +395,10 @@ def test_samd_matches_cams_on_twins() -> None:
     assert "nothing here claims fidelity" in methods.get("samd").deviations
 
 
-# -- all five: the frozen teacher never gets gradient; declared regimes -----------------------------
+# -- all five: finite terms that reach the student; declared regimes -------------------------------
+# (the frozen teacher is the harness's job: tests/test_harness_methods.py)
 @pytest.mark.parametrize("name", PAIRED_METHODS)
-def test_no_gradient_reaches_teacher(name: str) -> None:
+def test_terms_are_finite_and_reach_the_student(name: str) -> None:
     torch.manual_seed(0)
     student, teacher = TinyNet(4), TinyNet(8)
     cls = methods.get(name)
@@ -415,7 +415,6 @@ def test_no_gradient_reaches_teacher(name: str) -> None:
     assert "ce" in terms and all(torch.isfinite(v) for v in terms.values())
     assert set(terms) <= set(cls.default_weights)
     sum(terms.values()).backward()
-    assert all(p.grad is None for p in teacher.parameters())
     assert student.conv.weight.grad is not None and torch.isfinite(student.conv.weight.grad).all()
     assert cls.main_regimes == frozenset({"paired", "all"})
     assert "unpaired" not in cls.regimes or name == "polypsalign"
