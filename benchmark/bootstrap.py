@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from .metrics import weighted_metrics
+from .metrics import weighted_auc, weighted_metrics
 
 DEFAULT_RESAMPLES = 10_000
 
@@ -67,18 +67,19 @@ def _units(y: np.ndarray, lesion: Sequence[object] | None) -> tuple[np.ndarray, 
 
 def _draw_counts(rng: np.random.Generator, unit_label: np.ndarray, n: int, stratified: bool) -> np.ndarray:
     """(n, U) draw counts of U units, within each class when ``stratified``."""
-    counts = np.zeros((n, len(unit_label)))
-    strata = [np.flatnonzero(unit_label == c) for c in np.unique(unit_label)] if stratified else [
-        np.arange(len(unit_label))
-    ]
-    rows = np.broadcast_to(np.arange(n)[:, None], (n, 1))
-    for units in strata:
-        draws = units[rng.integers(0, len(units), size=(n, len(units)))]
-        np.add.at(counts, (np.broadcast_to(rows, draws.shape), draws), 1.0)
+    n_units = len(unit_label)
+    strata = [np.flatnonzero(unit_label == c) for c in np.unique(unit_label)] if stratified else [np.arange(n_units)]
+    flat = np.concatenate(
+        [(units[rng.integers(0, len(units), size=(n, len(units)))] + n_units * np.arange(n)[:, None]).ravel()
+         for units in strata]
+    )
+    counts = np.bincount(flat, minlength=n * n_units).reshape(n, n_units).astype(np.float64)
     return counts
 
 
 def _metric(y: np.ndarray, probs: list[np.ndarray], w: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "auc":  # the AUC alone: skip the other metrics
+        return np.mean([weighted_auc(y, p, w) for p in probs], axis=0)
     values = [weighted_metrics(y, p, w) for p in probs]
     if metric not in values[0]:
         raise ValueError(f"unknown metric {metric!r}; choose from {sorted(values[0])}")
@@ -180,7 +181,7 @@ class GapClosedCI:
 def _seed_mean_auc(
     rng: np.random.Generator, y: np.ndarray, probs: list[np.ndarray], w: np.ndarray, resample_seeds: bool
 ) -> np.ndarray:
-    per_seed = np.stack([weighted_metrics(y, p, w)["auc"] for p in probs])  # (S, B)
+    per_seed = np.stack([weighted_auc(y, p, w) for p in probs])  # (S, B)
     if not resample_seeds or len(probs) == 1:
         return per_seed.mean(axis=0)
     pick = rng.integers(0, len(probs), size=(len(probs), w.shape[0]))
@@ -223,9 +224,9 @@ def gap_closed_ci(
     index, unit_label = _units(all_y, all_keys)
     s_index, t_index = index[: len(y)], index[len(y) :]
     ones = np.ones((1, len(y)))
-    s_auc = float(np.mean([weighted_metrics(y, p, ones)["auc"][0] for p in stu]))
-    b_auc = float(np.mean([weighted_metrics(y, p, ones)["auc"][0] for p in base]))
-    t_auc = float(np.mean([weighted_metrics(ty, p, np.ones((1, len(ty))))["auc"][0] for p in tea]))
+    s_auc = float(np.mean([weighted_auc(y, p, ones)[0] for p in stu]))
+    b_auc = float(np.mean([weighted_auc(y, p, ones)[0] for p in base]))
+    t_auc = float(np.mean([weighted_auc(ty, p, np.ones((1, len(ty))))[0] for p in tea]))
     estimate = (s_auc - b_auc) / (t_auc - b_auc) if t_auc > b_auc else math.nan
     rng = np.random.default_rng(seed)
     ratios = []
