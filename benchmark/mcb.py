@@ -78,11 +78,12 @@ def hsu_mcb(
     d = dunnett_one_sided(len(names) - 1, df, alpha)
     rows = []
     for i, name in enumerate(names):
-        diff = m[i] - np.max(np.delete(m, i))
+        diff = float(m[i] - np.max(np.delete(m, i)))
         low = -max(-(diff - d * se), 0.0)
         high = max(diff + d * se, 0.0)
         lo, hi = (low, high) if sign > 0 else (-high, -low)
-        rows.append(MCBRow(name, float(means[name]), float(sign * diff), lo, hi, high > 0, low >= 0))
+        can_be_best, is_best = bool(high > 0), bool(low >= 0)
+        rows.append(MCBRow(name, float(means[name]), sign * diff, float(lo), float(hi), can_be_best, is_best))
     return rows
 
 
