@@ -270,3 +270,21 @@ def test_bad_input_names_the_fix() -> None:
         auc_covariance(y, np.arange(4.0)[None], ["a", "a", "b", "c"], "bootstrap")
     with pytest.raises(ValueError, match="same seeds"):
         or_analysis(y, [[np.ones(4), np.ones(4)], [np.ones(4)]], None)
+
+
+def test_or_analysis_probability_forms_agree() -> None:
+    """(I, J, N, 2) probabilities give the binary analysis of the class-1 scores; a 3-class analysis
+    uses the macro one-vs-rest AUC of each (method, seed)."""
+    rng = np.random.default_rng(8)
+    lesion = np.repeat(np.arange(40), 2)
+    y = lesion % 2
+    p1 = 1 / (1 + np.exp(-(y + rng.normal(size=(2, 3, 80)))))
+    two = or_analysis(y, np.stack([1 - p1, p1], -1), lesion)
+    one = or_analysis(y, p1, lesion)
+    np.testing.assert_allclose(two.cov, one.cov, rtol=1e-12)
+    assert two.rrrc.p == pytest.approx(one.rrrc.p, rel=1e-12)
+    y3 = lesion % 3
+    p3 = rng.dirichlet(np.ones(3), (2, 3, 80)) + 0.5 * np.eye(3)[y3]
+    three = or_analysis(y3, p3, lesion, "jackknife")
+    macro = np.mean([roc_auc_score(y3 == c, p3[1, 2, :, c]) for c in range(3)])
+    assert three.auc[1, 2] == pytest.approx(macro, abs=1e-12)
