@@ -116,6 +116,16 @@ class BinaryComponents:
         return int(self.n.sum())
 
 
+def _case_sums(values: np.ndarray, case_of: np.ndarray, n_cases: int) -> np.ndarray:
+    """Sum the last axis of ``values`` by case: (..., n) -> (..., n_cases); cases without entries get 0."""
+    order = np.argsort(case_of, kind="stable")
+    sorted_cases = case_of[order]
+    starts = np.flatnonzero(np.r_[True, sorted_cases[1:] != sorted_cases[:-1]])
+    out = np.zeros((*values.shape[:-1], n_cases))
+    out[..., sorted_cases[starts]] = np.add.reduceat(values[..., order], starts, axis=-1)
+    return out
+
+
 def binary_components(pos: np.ndarray, scores: np.ndarray, cases: Cases) -> BinaryComponents:
     """Structural components of the AUC of ``scores`` (..., M, N) for positives ``pos`` (N,) by case.
 
@@ -132,14 +142,10 @@ def binary_components(pos: np.ndarray, scores: np.ndarray, cases: Cases) -> Bina
     v10_img = (tz[..., pos] - sps.rankdata(x, method="average", axis=-1)) / n0
     v01_img = 1.0 - (tz[..., ~pos] - sps.rankdata(yneg, method="average", axis=-1)) / n1
     auc = v10_img.mean(axis=-1)
-    ind_pos = np.zeros((n1, n_cases))
-    ind_pos[np.arange(n1), cases.index[pos]] = 1.0
-    ind_neg = np.zeros((n0, n_cases))
-    ind_neg[np.arange(n0), cases.index[~pos]] = 1.0
-    v10 = v10_img @ ind_pos
-    v01 = v01_img @ ind_neg
-    m = ind_pos.sum(axis=0)
-    n = ind_neg.sum(axis=0)
+    v10 = _case_sums(v10_img, cases.index[pos], n_cases)
+    v01 = _case_sums(v01_img, cases.index[~pos], n_cases)
+    m = np.bincount(cases.index[pos], minlength=n_cases).astype(np.float64)
+    n = np.bincount(cases.index[~pos], minlength=n_cases).astype(np.float64)
     within = np.zeros(v10.shape)
     for k in np.flatnonzero((m > 0) & (n > 0)):  # mixed cases only (none in lesion classification)
         in_k = cases.index == k
@@ -188,7 +194,7 @@ def figure_of_merit(parts: list[BinaryComponents]) -> np.ndarray:
 
 def _outer_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """sum over cases k of a[..., :, k] b[..., :, k]^T -> (..., M, M)."""
-    return np.einsum("...ik,...jk->...ij", a, b)
+    return a @ np.swapaxes(b, -1, -2)
 
 
 def delong_covariance_from_components(parts: list[BinaryComponents], cases: Cases) -> np.ndarray:
