@@ -1,0 +1,112 @@
+"""Lesion bootstrap (BCa, 10,000 resamples) and the gap-closed interval against scipy's BCa,
+a brute-force jackknife and the delta method with clustered DeLong covariances."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from sklearn.metrics import roc_auc_score
+
+from benchmark.bootstrap import gap_closed_ci, lesion_bootstrap_ci
+from benchmark.clustered_auc import auc_covariance, clustered_auc_ci
+
+
+def _probs(score: np.ndarray) -> np.ndarray:
+    p = 1 / (1 + np.exp(-score))
+    return np.stack([1 - p, p], axis=-1)
+
+
+def _rank_auc(y: np.ndarray, s: np.ndarray, axis: int = -1) -> np.ndarray:
+    rk = sps.rankdata(s, axis=axis)
+    n1 = y.sum(axis=axis)
+    return ((rk * y).sum(axis=axis) - n1 * (n1 + 1) / 2) / (n1 * (y.shape[axis] - n1))
+
+
+def test_bca_matches_scipy_bca() -> None:
+    """One image per lesion, unstratified: the same interval as scipy.stats.bootstrap(method="BCa"),
+    up to Monte-Carlo error (10,000 resamples each)."""
+    rng = np.random.default_rng(0)
+    y = (np.arange(150) < 60).astype(int)
+    s = 1.2 * y + rng.normal(size=150)
+    prob = _probs(s)
+    ours = lesion_bootstrap_ci(y, prob, None, "auc", 10_000, seed=1, stratified=False)
+    ref = sps.bootstrap((y, prob[:, 1]), _rank_auc, paired=True, vectorized=True, n_resamples=10_000,
+                        method="BCa", random_state=3).confidence_interval
+    assert ours.n_boot == 10_000 and ours.method == "bca"
+    assert ours.low == pytest.approx(ref.low, abs=0.008) and ours.high == pytest.approx(ref.high, abs=0.008)
+    correct = (prob.argmax(1) == y).astype(float)
+    ours_acc = lesion_bootstrap_ci(y, prob, None, "acc", 10_000, seed=1, stratified=False)
+    ref_acc = sps.bootstrap((correct,), np.mean, n_resamples=10_000, method="BCa", random_state=3).confidence_interval
+    assert ours_acc.low == pytest.approx(ref_acc.low, abs=0.01)
+    assert ours_acc.high == pytest.approx(ref_acc.high, abs=0.01)
+
+
+def test_bca_acceleration_is_the_leave_one_lesion_out_jackknife() -> None:
+    rng = np.random.default_rng(4)
+    views = rng.integers(2, 4, 40)
+    lesion = np.repeat(np.arange(40), views)
+    y = (lesion % 2 == 0).astype(int)
+    s = np.exp(0.8 * y + rng.normal(size=len(y)))  # skewed scores; AUC only sees ranks
+    res = lesion_bootstrap_ci(y, _probs(np.log(s)), lesion, "auc", 2000, seed=0)
+    jack = np.array([roc_auc_score(y[lesion != k], s[lesion != k]) for k in range(40)])
+    dev = jack.mean() - jack
+    assert res.acceleration == pytest.approx(np.sum(dev**3) / (6 * np.sum(dev**2) ** 1.5), rel=1e-9, abs=1e-12)
+    assert res.n_lesions == 40
+    assert res.low < res.estimate < res.high
+
+
+def test_clustered_bootstrap_agrees_with_clustered_delong() -> None:
+    """Views of a lesion share a lesion effect: the lesion bootstrap's width matches the clustered
+    DeLong interval (both resample / model lesions), and is wider than an image-level bootstrap."""
+    rng = np.random.default_rng(7)
+    views = rng.integers(2, 4, 300)
+    lesion = np.repeat(np.arange(300), views)
+    y = (lesion < 150).astype(int)
+    s = y + rng.normal(size=300)[lesion] + 0.5 * rng.normal(size=len(y))
+    prob = _probs(s)
+    boot = lesion_bootstrap_ci(y, prob, lesion, "auc", 10_000, seed=2)
+    dl = clustered_auc_ci(y, prob, lesion)
+    assert (boot.high - boot.low) == pytest.approx(dl.high - dl.low, rel=0.1)
+    img = lesion_bootstrap_ci(y, prob, None, "auc", 2000, seed=2, method="percentile")
+    assert (img.high - img.low) < 0.85 * (boot.high - boot.low)
+
+
+def test_gap_closed_interval_matches_delta_method() -> None:
+    """One seed per model, all on the same images: the bootstrap interval of
+    (S - B) / (T - B) agrees with the delta method on the clustered DeLong covariance of (S, B, T)."""
+    rng = np.random.default_rng(1)
+    views = rng.integers(2, 4, 300)
+    lesion = np.repeat(np.arange(300), views)
+    y = (lesion < 150).astype(int)
+    shared = rng.normal(size=300)[lesion]
+    t = 2.0 * y + shared + 0.6 * rng.normal(size=len(y))
+    b = 1.0 * y + shared + 0.6 * rng.normal(size=len(y))
+    s = 1.4 * y + shared + 0.6 * rng.normal(size=len(y))
+    res = gap_closed_ci(y, [_probs(s)], [_probs(b)], lesion, [_probs(t)], n_boot=3000, seed=0)
+    auc, cov = auc_covariance(y, np.stack([s, b, t]), lesion)
+    a_s, a_b, a_t = auc
+    g = (a_s - a_b) / (a_t - a_b)
+    grad = np.array([1 / (a_t - a_b), (a_s - a_t) / (a_t - a_b) ** 2, -(a_s - a_b) / (a_t - a_b) ** 2])
+    se = math.sqrt(grad @ cov @ grad)
+    assert res.estimate == pytest.approx(g, abs=1e-12)
+    assert res.n_undefined == 0
+    assert (res.high - res.low) == pytest.approx(2 * 1.96 * se, rel=0.2)
+    assert res.low < g < res.high
+
+
+def test_gap_closed_undefined_without_a_gap_and_teacher_on_own_images() -> None:
+    rng = np.random.default_rng(3)
+    lesion = np.repeat(np.arange(60), 2)
+    y = (lesion < 30).astype(int)
+    b = [_probs(y + rng.normal(size=120)) for _ in range(3)]
+    s = [_probs(y + rng.normal(size=120)) for _ in range(3)]
+    same = gap_closed_ci(y, s, b, lesion, b, n_boot=1000)
+    assert math.isnan(same.low) and same.n_undefined > 25
+    # teacher scored on its own images (one per lesion, other modality), matched by lesion id
+    ty = (np.arange(60) < 30).astype(int)
+    teacher = [_probs(3 * ty + rng.normal(size=60))]
+    res = gap_closed_ci(y, s, b, lesion, teacher, teacher_y=ty, teacher_lesion=np.arange(60), n_boot=1000)
+    assert res.teacher_auc > res.baseline_auc and math.isfinite(res.low) and res.low < res.estimate < res.high
