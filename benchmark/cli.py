@@ -38,6 +38,8 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shard", help="i/n: run every n-th run of the sorted grid, starting at i")
     g.add_argument("--retry-failed", action="store_true", default=None, help="re-run runs recorded as failed")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    g.add_argument("--log-with", help="experiment trackers, comma list of tensorboard, wandb, mlflow, aim (through "
+                                      "Accelerate; offline; logs in <out>/logs; off by default)")
     o = p.add_argument_group("profile overrides")
     o.add_argument("--backbone")
     o.add_argument("--teacher-backbone")

@@ -110,6 +110,9 @@ class GridConfig:
     retry_failed: bool = False
     shard: str | None = None
     progress: bool = True
+    log_with: list[str] = field(default_factory=list)
+    """Experiment trackers (:mod:`benchmark.tracking`). Logging never changes a run's
+    numbers, so it is not part of :class:`RunConfig` nor of its hash."""
 
     def resolved_profile(self) -> Profile:
         """The named profile with this grid's overrides. Pretrained weights (from
@@ -187,6 +190,10 @@ def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
         g.weights = parse_assignments(w, "--weight") if isinstance(w, list) else dict(w)
     if m.get("plugin"):
         g.plugins = _split_list(m["plugin"]) if isinstance(m["plugin"], str) else list(m["plugin"])
+    if m.get("log_with"):
+        from .tracking import parse_log_with
+
+        g.log_with = parse_log_with(m["log_with"])
     for key in ("retry_failed", "progress"):
         if m.get(key) is not None:
             setattr(g, key, bool(m[key]))

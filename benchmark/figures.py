@@ -210,3 +210,45 @@ def gap_closed_figure(title: str, rows: dict[str, dict[str, float]], stem: Path)
     fig.colorbar(im, ax=ax, label="gap closed (%)", shrink=0.8)
     ax.set_title(title, fontsize=9)
     return _save(fig, stem)
+
+
+@dataclass
+class EpochCurve:
+    """One line of a training-curve panel: label, epochs, mean over seeds and its std."""
+
+    label: str
+    epochs: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def epoch_curves_figure(
+    title: str, panels: dict[str, list[EpochCurve]], stem: Path, ylabel: str, log_y: bool = False
+) -> list[Path]:
+    """A value per epoch, one panel per training regime, one line per method (mean over
+    seeds, +-1 std band). Panels with more than :data:`MAX_BANDS` lines draw the band of the
+    first line only. ``log_y``: logarithmic axis (every mean must be positive)."""
+    n = max(1, len(panels))
+    labels = list(dict.fromkeys(c.label for curves in panels.values() for c in curves))
+    fig = Figure(figsize=(4.6 * n, 3.8), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    positive = [float(np.min(c.mean[c.mean > 0])) for cs in panels.values() for c in cs if np.any(c.mean > 0)]
+    floor = min(positive) / 10 if positive else 1e-12
+    for ax, (panel, curves) in zip(axes, panels.items(), strict=False):
+        for i, c in enumerate(curves):
+            color = _color(labels.index(c.label), len(labels))
+            ax.plot(c.epochs, c.mean, color=color, lw=1.4, marker="o", ms=2.5, label=c.label)
+            if (len(curves) <= MAX_BANDS or i == 0) and np.any(c.std > 0):
+                low = c.mean - c.std
+                ax.fill_between(c.epochs, np.maximum(low, floor) if log_y else low, c.mean + c.std, color=color,
+                                alpha=0.15, lw=0)
+        if log_y:
+            ax.set_yscale("log")
+        ax.set(xlabel="epoch", ylabel=ylabel, title=panel)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(curves) <= MAX_BANDS + 1:
+            ax.legend(fontsize=7, loc="best")
+        else:
+            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, stem)

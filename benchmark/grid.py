@@ -155,7 +155,7 @@ def run_grid(
     per finished run instead of a bar.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    session = Session(grid.out, grid.cache_dir, progress=grid.progress)
+    session = Session(grid.out, grid.cache_dir, progress=grid.progress, log_with=grid.log_with)
     bundles = load_bundles(grid, session)
     profile = grid.resolved_profile()
     configs = shard_configs(grid, bundles)

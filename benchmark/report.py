@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import figures
+from . import curves, figures
 from .metrics import bootstrap_ci, weighted_metrics
 from .runfile import iter_runs
 from .stats import (
@@ -761,6 +761,7 @@ class ReportBuilder:
                 )
             )
         self.dataset_figures(ds, cells)
+        curves.add_curve_figures(self, ds, cells, REGIME_LABEL)
 
     def comparison_table(self, ds: str, kind: str, title: str, comps: list[Comparison]) -> Table:
         label = self.r.label(ds)

@@ -27,6 +27,7 @@ from datasets.catalog import DataRequest, load_dataset
 from datasets.sampling import twin_positions
 from methods import DistillerContext
 
+from . import tracking
 from .backbones import create_backbone
 from .config import RunConfig
 from .cost import model_cost
@@ -39,9 +40,10 @@ from .teacher import TeacherResult, dataset_fingerprint, get_teacher
 from .train import NonFiniteLossError, TrainData, fit, predict
 
 
-def make_accelerator(profile: Profile) -> Any:
+def make_accelerator(profile: Profile, log_with: list[str] | None = None, logs: Path | None = None) -> Any:
     """An Accelerator for this process; mixed precision only on a GPU (on CPU Accelerate's
-    fp16 does nothing and bf16 is erratic, so the CPU always trains in float32)."""
+    fp16 does nothing and bf16 is erratic, so the CPU always trains in float32). ``log_with``
+    names experiment trackers (:mod:`benchmark.tracking`), writing under ``logs``."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -51,6 +53,8 @@ def make_accelerator(profile: Profile) -> Any:
         cpu=not on_gpu,
         mixed_precision=precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        log_with=list(log_with) if log_with else None,
+        project_dir=str(logs) if log_with and logs is not None else None,
     )
 
 
@@ -76,8 +80,10 @@ def seed_everything(seed: int) -> dict[str, int]:
 class Session:
     """Shared state of the runs of one process."""
 
-    def __init__(self, out: Path | str, cache_dir: Path | str | None = None, progress: bool = False) -> None:
+    def __init__(self, out: Path | str, cache_dir: Path | str | None = None, progress: bool = False,
+                 log_with: list[str] | None = None) -> None:
         self.out = Path(out)
+        self.log_with = list(log_with or [])
         self.cache_dir = Path(cache_dir or os.environ.get("KDBENCH_CACHE") or self.out / "cache")
         self.progress = progress
         self._accelerators: dict[str, Any] = {}
@@ -88,7 +94,7 @@ class Session:
     # -- shared resources ---------------------------------------------------------------
     def accelerator(self, profile: Profile) -> Any:
         if "acc" not in self._accelerators:
-            self._accelerators["acc"] = make_accelerator(profile)
+            self._accelerators["acc"] = make_accelerator(profile, self.log_with, tracking.logs_dir(self.out))
         return self._accelerators["acc"]
 
     def is_main(self, profile: Profile) -> bool:
@@ -250,6 +256,8 @@ class Session:
             )
             distiller = methods.create(cfg.method, ctx, **cfg.method_options)
             weights = {**cls.default_weights, **cfg.weights}
+            tracking.start_run(acc, self.out, bundle.dataset_id, cfg.regime, cfg.method, cfg.seed,
+                               {**cfg.as_dict(), "config_hash": record["config_hash"]})
             result = fit(
                 student=student, distiller=distiller, teacher=teacher, data=data, profile=profile,
                 epochs=profile.epochs, lr=profile.lr, weights=weights, seed=cfg.seed, accelerator=acc,
@@ -260,6 +268,7 @@ class Session:
             prob = predict(student, store, test, profile)
             y = labels[test]
             record["metrics"] = classification_metrics(y, prob)
+            acc.log(tracking.final_scalars(record["metrics"]), step=result.steps)
             record["selection"] = {"criterion": "val_auc", "best_epoch": result.best_epoch,
                                    "best_val_auc": result.best_val_auc}
             record["history"] = result.history
@@ -291,6 +300,7 @@ class Session:
         finally:
             acc = self._accelerators.get("acc")
             if acc is not None:
+                tracking.finish_run(acc)
                 acc.free_memory()
         record["timing"]["total_s"] = time.perf_counter() - started
         return record

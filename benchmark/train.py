@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from datasets.sampling import BatchPlan, ClassMatchedSampler, GroupSampler
 from methods.base import Batch, Distiller, Outputs
 
+from . import tracking
 from .backbones import Backbone
 from .inputs import ImageStore
 from .metrics import auc_score
@@ -377,6 +378,8 @@ def fit(
                         values[f"adv_{k}"] = float(v.detach())
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
+            if accelerator.trackers:
+                accelerator.log(tracking.step_scalars(values, total_value, weights), step=step)
             n_batches += 1
             step += 1
             result.images += batch.size
@@ -389,6 +392,8 @@ def fit(
             prob = predict(student, data.store, data.val_index, profile)
             val_auc = auc_score(data.val_labels, prob) if len(prob) else float("nan")
             entry["val_auc"] = val_auc
+            if accelerator.trackers:
+                accelerator.log(tracking.validation_scalars(data.val_labels, prob, epoch), step=step)
             score = val_auc if math.isfinite(val_auc) else -math.inf
             if score > result.best_val_auc or result.best_epoch < 0:
                 result.best_val_auc = score

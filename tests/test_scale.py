@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -72,6 +73,9 @@ def test_submitit_local_launcher_runs_every_shard_once(tmp_path: Path) -> None:
     assert sorted(r["regime"] for r in runs) == ["paired", "unpaired"]
 
 
+TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+
+
 @pytest.mark.skipif(shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None,
                     reason="accelerate launcher not installed")
 def test_two_cpu_processes_end_with_identical_weights_and_one_writer(tmp_path: Path) -> None:
@@ -81,7 +85,8 @@ def test_two_cpu_processes_end_with_identical_weights_and_one_writer(tmp_path: P
     res = subprocess.run(
         [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
          "no", "--dynamo_backend", "no", "-m", "benchmark", "--methods", "kd", "--data", "synth", "--regimes",
-         "unpaired", "--seeds", "0", "--profile", "smoke", "--out", str(out), "--no-progress"],
+         "unpaired", "--seeds", "0", "--profile", "smoke", "--out", str(out), "--no-progress",
+         *(["--log-with", "tensorboard"] if TENSORBOARD else [])],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
@@ -93,6 +98,9 @@ def test_two_cpu_processes_end_with_identical_weights_and_one_writer(tmp_path: P
     record = iter_runs(out)
     kd = next(r for r in record if r["method"] == "kd")
     assert kd["student_sha256"] == hashes["0"]
+    if TENSORBOARD:  # trackers on the main process only: every event file comes from one process
+        events = list((out / "logs" / "synth" / "unpaired" / "kd" / "seed0").rglob("events.out.tfevents.*"))
+        assert events and len({e.name.split(".")[-2] for e in events}) == 1, events
 
 
 def test_local_workers_run_every_run_once_and_train_each_teacher_once(tmp_path: Path) -> None:
