@@ -5,22 +5,21 @@ Resolution of ``--data NAME``:
 1. ``folder:/path/to/root`` reads the generic layout at that path.
 2. ``NAME:synthetic`` always renders the synthetic twin of ``NAME``.
 3. ``NAME`` looks for real images at ``<data_root>/<NAME>`` (``--data-root`` or
-   ``$KDBENCH_DATA``), read with the layout registered under ``NAME`` (published
+   ``$KDBENCH_DATA``), read with the layout named ``NAME`` in :data:`LAYOUTS` (published
    layouts: PICCOLO, PolypsSet, HAM10000, ...) or the generic layout otherwise. When no
    real data is there and a synthetic twin of ``NAME`` exists, the twin is used, one
    line says so with how to point at real data, and the dataset id becomes
    ``NAME-synthetic``; ``require_real=True`` turns that into an error.
 
-Real-layout loaders register with :func:`register_layout`; modules in
-``datasets/layouts/`` are imported on first use.
+A name in :data:`ALIASES` is another spelling of a catalogue name: it is read as that
+name (one line says so), its folder may carry either spelling, and its runs are filed
+under the catalogue name.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 import os
-import pkgutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,48 +27,28 @@ from pathlib import Path
 
 from .base import DataError, DatasetBundle, LoadOptions, RawDataset
 from .images import check_duplicate_content
+from .layouts import aptos, cpc_paired, folder, ham10000, isic2019, piccolo, polypset
 from .splits import make_splits
 
 LayoutLoader = Callable[[Path, LoadOptions], RawDataset]
 
-_LAYOUTS: dict[str, LayoutLoader] = {}
-_layouts_imported = False
+LAYOUTS: dict[str, LayoutLoader] = {
+    "folder": folder.load_folder,
+    "aptos": aptos.load,
+    "cpc_paired": cpc_paired.load_cpc_paired,
+    "ham10000": ham10000.load,
+    "isic2019": isic2019.load,
+    "piccolo": piccolo.load_piccolo,
+    "polypset": polypset.load_polypset,
+}
+# Other spellings of a catalogue name. PolypsSet's release spells it with a double s;
+# the suite names it ``polypset`` (its synthetic twin, reports and run files).
+ALIASES: dict[str, str] = {"polypsset": "polypset"}
 DATA_ROOT_ENV = "KDBENCH_DATA"
 
 
-def register_layout(name: str) -> Callable[[LayoutLoader], LayoutLoader]:
-    """Decorator: ``@register_layout("piccolo")`` on ``load(root, options) -> RawDataset``."""
-
-    def wrap(fn: LayoutLoader) -> LayoutLoader:
-        _LAYOUTS[name] = fn
-        return fn
-
-    return wrap
-
-
-def _import_layouts() -> None:
-    global _layouts_imported
-    if _layouts_imported:
-        return
-    _layouts_imported = True
-    for mod in ("folder",):
-        try:
-            importlib.import_module(f"{__package__}.{mod}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__package__}.{mod}":
-                raise
-    try:
-        layouts = importlib.import_module(f"{__package__}.layouts")
-    except ModuleNotFoundError:
-        return
-    for info in pkgutil.iter_modules(layouts.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{layouts.__name__}.{info.name}")
-
-
 def layouts() -> list[str]:
-    _import_layouts()
-    return sorted(_LAYOUTS)
+    return sorted(LAYOUTS)
 
 
 def synthetic_names() -> list[str]:
@@ -120,8 +99,22 @@ def _root(request: DataRequest) -> Path | None:
     return Path(root).expanduser() if root else None
 
 
+def _spellings(name: str) -> list[str]:
+    """``name`` and its aliases."""
+    return [name, *sorted(alias for alias, target in ALIASES.items() if target == name)]
+
+
+def _real_dir(root: Path, name: str) -> Path:
+    """The first of ``root/<spelling>`` that exists over ``name``'s spellings, else ``root/name``."""
+    for spelling in _spellings(name):
+        found = _find_dir(root, spelling)
+        if found.exists():
+            return found
+    return root / name
+
+
 def _find_dir(root: Path, name: str) -> Path:
-    """``root/name``, matched case-insensitively (``PolypsSet`` for ``polypset``)."""
+    """``root/name``, matched case-insensitively (``PolypSet`` for ``polypset``)."""
     exact = root / name
     if exact.exists() or not root.is_dir():
         return exact
@@ -174,17 +167,19 @@ def _options(request: DataRequest) -> LoadOptions:
 def load_dataset(request: DataRequest, log: Callable[[str], None] | None = None) -> DatasetBundle:
     """Resolve ``request.name`` and return its lesion-level :class:`DatasetBundle`."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    _import_layouts()
     name = request.name
     if name.startswith("folder:"):
         path = Path(name.split(":", 1)[1]).expanduser()
-        raw = _LAYOUTS["folder"](path, _options(request))
+        raw = LAYOUTS["folder"](path, _options(request))
         return _bundle(raw, f"folder-{path.name}", name, False, request)
 
     force_synthetic = name.endswith(":synthetic")
     base = name.removesuffix(":synthetic")
+    if base in ALIASES:
+        log(f"[kdbench] {base!r} is another spelling of {ALIASES[base]!r}: read as {ALIASES[base]!r}")
+        base = ALIASES[base]
     twins = synthetic_names()
-    if base not in twins and base not in _LAYOUTS:
+    if base not in twins and base not in LAYOUTS:
         close = difflib.get_close_matches(base, known_names(), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise DataError(
@@ -193,12 +188,9 @@ def load_dataset(request: DataRequest, log: Callable[[str], None] | None = None)
         )
 
     root = _root(request)
-    real_dir = _find_dir(root, base) if root else None
+    real_dir = _real_dir(root, base) if root else None
     if not force_synthetic and real_dir is not None and real_dir.exists():
-        loader = _LAYOUTS.get(base, _LAYOUTS.get("folder"))
-        if loader is None:
-            raise DataError(f"no loader for {real_dir}; the generic folder loader is missing")
-        raw = loader(real_dir, _options(request))
+        raw = LAYOUTS.get(base, LAYOUTS["folder"])(real_dir, _options(request))
         return _bundle(raw, base, base, False, request)
 
     if base not in twins or (request.require_real and not force_synthetic):

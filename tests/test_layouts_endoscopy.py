@@ -228,9 +228,14 @@ def test_polypsset_labels_sequences_and_splits(tmp_path, capsys):
     assert "colour heuristic called 6 of 20 frames NBI" in capsys.readouterr().err
     check_no_lesion_leak(t, b.splits)
     assert "paired" not in b.regimes() and "unpaired" in b.regimes()
-    # The release's spelling reads the same folder layout.
-    (tmp_path / "polypset").rename(tmp_path / "polypsset")
-    assert len(load(tmp_path, "polypsset").table) == 20
+    # The release's spelling is another name of the dataset: its folder is found under either name, and
+    # its runs are filed under the catalogue name.
+    (tmp_path / "polypset").rename(tmp_path / "PolypsSet")
+    said: list[str] = []
+    alias = load_dataset(DataRequest(name="polypsset", data_root=str(tmp_path), image_size=16), log=said.append)
+    assert alias.dataset_id == "polypset" and not alias.synthetic and len(alias.table) == 20
+    assert said == ["[kdbench] 'polypsset' is another spelling of 'polypset': read as 'polypset'"]
+    assert load(tmp_path, "polypset").dataset_id == "polypset"
 
 
 def test_polypsset_unparsable_xml(tmp_path, capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from benchmark import perf
 from benchmark.backbones import create_backbone
 from benchmark.inputs import ImageStore, augment_batch, normalize_batch, turn_maps
+from benchmark.perf.probe import run_probe
 from benchmark.profiles import get_profile
 from benchmark.train import TeacherOutputCache, loss_values
 
@@ -158,3 +160,11 @@ def test_precision_section_records_what_each_fresh_process_applied() -> None:
     assert ("bf16 not applied" in text) is (applied == "no")
     with pytest.raises(ValueError, match="unknown precision variant"):
         perf.measure_precision("smoke", ("baseline",), variants=("fp16",))
+
+
+def test_a_probe_runs_in_a_fresh_process_under_the_environment_it_is_given() -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # this process runs one thread per core
+    result = run_probe(perf.thread_probe, {"batch": 4, "image_size": 8, "budget_s": 0.0}, "thread probe", env=env)
+    assert result["threads"] == 1 and result["steps"] == 3 and result["images_per_s"] > 0
+    with pytest.raises(RuntimeError, match=r"(?s)thread probe failed:.*budget_s"):
+        run_probe(perf.thread_probe, {"batch": 4, "image_size": 8}, "thread probe")

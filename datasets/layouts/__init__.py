@@ -1,1 +1,3 @@
-"""Published dataset layouts; each module registers a loader with datasets.catalog.register_layout."""
+"""Dataset layouts: the generic folder layout, the published layouts, and the kit they are built from.
+
+The catalogue (:mod:`datasets.catalog`) names each layout's loader."""

@@ -22,16 +22,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base import LoadOptions, RawDataset
-from ..catalog import register_layout
-from ..folder import Entry, check_root
-from .ham10000 import find_file, finish, index_images, missing_file_error, note, read_table, require_columns
+from .kit import (
+    Entry,
+    check_root,
+    find_file,
+    finish,
+    index_images,
+    missing_file_error,
+    note,
+    read_table,
+    require_columns,
+)
 
 MODALITY = "fundus"
 CLASSES = ["0", "1", "2", "3", "4"]
 LAYOUT = "<root>/train.csv (columns id_code,diagnosis) with the images as <root>/train_images/<id_code>.png"
 
 
-@register_layout("aptos")
 def load(root: Path, options: LoadOptions) -> RawDataset:
     root = check_root(root, "APTOS 2019", LAYOUT)
     csv_path = find_file(root, ["train.csv"])

@@ -32,8 +32,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base import DataError, LoadOptions, RawDataset
-from ..catalog import register_layout
-from ..folder import (
+from .kit import (
     NBI,
     WLI,
     build_raw,
@@ -71,7 +70,6 @@ def find_base(root: Path, depth: int = 2) -> Path | None:
     return None
 
 
-@register_layout("cpc_paired")
 def load_cpc_paired(root: Path, options: LoadOptions) -> RawDataset:
     root = check_root(root, "CPC-Paired", LAYOUT)
     base = find_base(root)

@@ -29,17 +29,24 @@ that the CSV does not name are ignored.
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable
 from pathlib import Path
 
 from ..base import DataError, LoadOptions, RawDataset
-from ..catalog import register_layout
-from ..folder import Entry, build_raw, check_root, subdirs
-from ..images import log_warning
+from .kit import (
+    DERMOSCOPY,
+    Entry,
+    check_root,
+    find_file,
+    finish,
+    index_images,
+    missing_file_error,
+    note,
+    positive,
+    read_table,
+    require_columns,
+)
 
-MODALITY = "derm"
+MODALITY = DERMOSCOPY
 CLASSES = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]
 METADATA_NAMES = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata")
 ISIC2018_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
@@ -48,108 +55,8 @@ LAYOUT = (
     "<root>/HAM10000_metadata.csv (columns lesion_id,image_id,dx) with the images under "
     "<root>/HAM10000_images_part_1/ and <root>/HAM10000_images_part_2/ as <image_id>.jpg"
 )
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 
-# ----------------------------------------------------------------- helpers shared by the ISIC/APTOS layouts
-def find_file(root: Path, names: Iterable[str]) -> Path | None:
-    """The first of ``names`` (case-insensitive) in ``root`` or one folder below it."""
-    wanted = [n.casefold() for n in names]
-    for folder in [root, *subdirs(root)]:
-        by_name = {p.name.casefold(): p for p in folder.iterdir() if p.is_file()}
-        for name in wanted:
-            if name in by_name:
-                return by_name[name]
-    return None
-
-
-def missing_file_error(root: Path, name: str, dataset: str, layout: str) -> DataError:
-    return DataError(
-        f"{root}: {name} not found (looked in {root} and its sub-folders one level down). The {dataset} "
-        f"layout is {layout}. Put {name} from the official release there, or use folder:/path for the "
-        "generic layout."
-    )
-
-
-def read_table(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV (or tab-separated) file as dicts with stripped keys and values."""
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
-    first = text.splitlines()[0] if text.strip() else ""
-    delimiter = "\t" if first.count("\t") > first.count(",") else ","
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    if not reader.fieldnames:
-        raise DataError(f"{path} is empty; restore it from the official release.")
-    rows = []
-    for row in reader:
-        clean = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
-        if any(clean.values()):
-            rows.append(clean)
-    return rows
-
-
-def require_columns(path: Path, rows: list[dict[str, str]], columns: Iterable[str]) -> None:
-    header = list(rows[0]) if rows else []
-    missing = [c for c in columns if c not in header]
-    if missing or not rows:
-        raise DataError(
-            f"{path}: expected columns {', '.join(columns)}; "
-            + (f"missing {', '.join(missing)} (found {', '.join(header)})." if rows else "the file has no rows.")
-            + " Use the file from the official release unchanged."
-        )
-
-
-def index_images(folder: Path) -> tuple[dict[str, Path], int]:
-    """(file stem -> path, number of stems seen more than once) for image files below ``folder``.
-
-    Hidden files and folders are skipped; on a repeated stem the first path in sorted
-    order wins.
-    """
-    found: dict[str, Path] = {}
-    repeats = 0
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder).parts
-        if any(part.startswith(".") for part in rel) or p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file():
-            continue
-        if p.stem in found:
-            repeats += 1
-            continue
-        found[p.stem] = p
-    return found, repeats
-
-
-def note(notes: list[str], message: str, warn: bool = True) -> None:
-    notes.append(message)
-    if warn:
-        log_warning(message)
-
-
-def finish(
-    entries: list[Entry],
-    classes: list[str],
-    options: LoadOptions,
-    *,
-    root: Path,
-    name: str,
-    layout: str,
-    notes: list[str],
-    modality: str,
-) -> RawDataset:
-    """Decode the entries of a single-modality layout ``name`` into a :class:`RawDataset`."""
-    if not entries:
-        raise DataError(f"{root}: none of the images the CSV names was found. Expected the {name} layout {layout}.")
-    return build_raw(
-        entries,
-        classes,
-        options,
-        root=root,
-        layout=name,
-        student_modality=modality,
-        teacher_modality=modality,
-        notes=notes,
-    )
-
-
-# ----------------------------------------------------------------- the loader
 def read_labels(root: Path, notes: list[str]) -> tuple[Path, list[dict[str, str]]]:
     """(label file, rows with ``image_id``, ``lesion_id``, ``dx``) from HAM10000_metadata.csv, or
     from the ISIC 2018 task 3 ground truth (one-hot) and lesion groupings when that is what is there."""
@@ -187,15 +94,7 @@ def read_labels(root: Path, notes: list[str]) -> tuple[Path, list[dict[str, str]
     return truth, rows
 
 
-def positive(value: str) -> bool:
-    """A one-hot cell that is set (``1``, ``1.0``)."""
-    try:
-        return float(value) > 0.5
-    except ValueError:
-        return False
 
-
-@register_layout("ham10000")
 def load(root: Path, options: LoadOptions) -> RawDataset:
     root = check_root(root, "HAM10000", LAYOUT)
     notes: list[str] = []

@@ -28,10 +28,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base import DataError, LoadOptions, RawDataset
-from ..catalog import register_layout
-from ..folder import Entry, check_root
-from .ham10000 import (
-    MODALITY,
+from .kit import (
+    DERMOSCOPY,
+    Entry,
+    check_root,
     find_file,
     finish,
     index_images,
@@ -42,6 +42,7 @@ from .ham10000 import (
     require_columns,
 )
 
+MODALITY = DERMOSCOPY
 GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
 METADATA = "ISIC_2019_Training_Metadata.csv"
 LAYOUT = (
@@ -57,7 +58,6 @@ def read_lesions(path: Path) -> dict[str, str]:
     return {r["image"]: r["lesion_id"] for r in rows if r["image"] and r["lesion_id"]}
 
 
-@register_layout("isic2019")
 def load(root: Path, options: LoadOptions) -> RawDataset:
     root = check_root(root, "ISIC 2019", LAYOUT)
     truth = find_file(root, [GROUND_TRUTH])

@@ -39,9 +39,8 @@ import re
 from pathlib import Path
 
 from ..base import DataError, LoadOptions, RawDataset
-from ..catalog import register_layout
-from ..folder import NBI, WLI, Entry, build_raw, check_root, list_files, modality_assigner, subdirs
 from ..images import log_warning
+from .kit import NBI, WLI, Entry, build_raw, check_root, list_files, modality_assigner, subdirs
 
 CLASSES = ["Hyperplasia", "Adenoma", "Adenocarcinoma"]
 DIAGNOSIS_WORDS = {
@@ -154,7 +153,6 @@ def find_metadata(base: Path, root: Path) -> Path:
     )
 
 
-@register_layout("piccolo")
 def load_piccolo(root: Path, options: LoadOptions) -> RawDataset:
     root = check_root(root, "PICCOLO", LAYOUT)
     base = find_base(root)

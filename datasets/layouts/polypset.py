@@ -1,7 +1,8 @@
 """PolypsSet (KUMC; Li et al., PLoS ONE 2021; Harvard Dataverse doi:10.7910/DVN/FCBUOR).
 
-Layout read (``--data polypset --data-root R`` reads ``R/polypset``; ``polypsset`` is
-the same loader under the release's own spelling)::
+Layout read (``--data polypset --data-root R`` reads ``R/polypset``, or ``R/polypsset``
+when only that is there; ``--data polypsset``, the release's own spelling, is accepted
+as another name for ``polypset``, and its runs are filed under ``polypset``)::
 
     <root>/train2019/Image/<N>.jpg           <root>/train2019/Annotation/<N>.xml
     <root>/val2019/Image/<seq>/<n>.jpg       <root>/val2019/Annotation/<seq>/<n>.xml
@@ -33,9 +34,8 @@ from collections import Counter
 from pathlib import Path
 
 from ..base import DataError, LoadOptions, RawDataset
-from ..catalog import register_layout
-from ..folder import NBI, WLI, Entry, build_raw, check_root, list_files, modality_assigner, subdirs
 from ..images import log_warning
+from .kit import NBI, WLI, Entry, build_raw, check_root, list_files, modality_assigner, subdirs
 
 CLASSES = ["hyperplastic", "adenoma"]
 XML_NAMES = {"hyperplastic": 0, "hyperplasia": 0, "adenomatous": 1, "adenoma": 1}
@@ -63,7 +63,7 @@ def xml_label(path: Path) -> int | str | None:
     return names.pop()
 
 
-def _load(root: Path, options: LoadOptions) -> RawDataset:
+def load_polypset(root: Path, options: LoadOptions) -> RawDataset:
     root = check_root(root, "PolypsSet", LAYOUT)
     base = find_base(root)
     if base is None:
@@ -126,6 +126,3 @@ def _load(root: Path, options: LoadOptions) -> RawDataset:
         modality_hint="Check the modalities: pass --modality-list FILE (CSV file,modality).",
     )
 
-
-load_polypset = register_layout("polypset")(_load)
-register_layout("polypsset")(_load)
