@@ -22,8 +22,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def run_grid_config(grid: Any) -> list[dict[str, Any]]:
-    """Run a :class:`benchmark.config.GridConfig` (see :func:`benchmark.grid.run_grid`)."""
-    from .grid import run_grid
+    """Run a :class:`benchmark.settings.config.GridConfig` (see :func:`benchmark.orchestration.grid.run_grid`)."""
+    from .orchestration.grid import run_grid
 
     return run_grid(grid)
 
@@ -40,7 +40,7 @@ def run(
     """Run a grid and return its run records. ``flags`` take the command line's long
     flag names with underscores (``epochs=3``, ``data_root=...``, ``option=["kd.temperature=2"]``,
     ``progress=False``, ``cache_dir=...``, ``shard="0/2"``)."""
-    from .config import grid_from_mapping
+    from .settings.config import grid_from_mapping
 
     if isinstance(seeds, int):
         seeds = [seeds]
@@ -54,7 +54,7 @@ def run(
 
 def report(results: str | Path = "results", out_dir: str | Path | None = None) -> Path:
     """Build ``REPORT.md`` (tables and figures) from the run files under ``results``."""
-    from .report import build_report
+    from .reporting.builder import build_report
 
     return build_report(results, out_dir)
 
@@ -67,9 +67,9 @@ def rerun(run_file: str | Path, out: str | Path | None = None) -> tuple[dict[str
     one-thread ``--workers`` process is repeated with one thread)."""
     import torch
 
-    from .config import RunConfig
-    from .runfile import read_run
-    from .runner import Session
+    from .settings.config import RunConfig
+    from .training.runfile import read_run
+    from .training.runner import Session
 
     original = read_run(run_file)
     if original is None:

@@ -6,7 +6,7 @@
 
 Sections (each one function here, usable from tests and notebooks):
 
-- ``throughput``: images per second of :func:`benchmark.train.fit`'s training steps
+- ``throughput``: images per second of :func:`benchmark.training.train.fit`'s training steps
   (``FitResult.train_s``: validation excluded) for ``baseline`` and ``kd`` against a
   bare PyTorch loop doing the same work: same student (``kdbench_cnn4``), same teacher
   for ``kd`` (the profile's teacher, frozen, ``no_grad``, on augmented teacher-side
@@ -18,7 +18,7 @@ Sections (each one function here, usable from tests and notebooks):
   full-batch step times (end of one step to the end of the next, batch assembly
   included), which a load spike on a shared machine moves far less.
 - ``flops``: achieved GFLOP/s of the student's training step (forward FLOPs from
-  :func:`benchmark.cost.forward_flops` x 3 for forward + backward, times images per
+  :func:`benchmark.models.cost.forward_flops` x 3 for forward + backward, times images per
   second) beside a float32 ``n x n`` matrix multiply's GFLOP/s (median of several), the
   practical ceiling of the machine.
 - ``decode``: one epoch's data access through :func:`datasets.images.load_images` with
@@ -75,11 +75,11 @@ from datasets.sampling import twin_positions
 from methods import Batch, DistillerContext
 from methods.kd import kd_loss
 
-from .backbones import create_backbone
-from .cost import forward_flops
-from .inputs import ImageStore
-from .profiles import Profile, get_profile
-from .train import TeacherOutputCache, TrainData, fit
+from .models.backbones import create_backbone
+from .models.cost import forward_flops
+from .settings.profiles import Profile, get_profile
+from .training.inputs import ImageStore
+from .training.train import TeacherOutputCache, TrainData, fit
 
 SECTIONS = ("throughput", "flops", "decode", "teacher_cache", "threads", "precision")
 # what runs without --only: the CPU-side figures; ``precision`` is asked for by name (on a GPU)
@@ -172,7 +172,7 @@ _ACCELERATOR: Any = None
 def _accelerator(profile: Profile) -> Any:
     global _ACCELERATOR
     if _ACCELERATOR is None:
-        from .runner import make_accelerator
+        from .training.runner import make_accelerator
 
         _ACCELERATOR = make_accelerator(profile)
     return _ACCELERATOR
@@ -649,7 +649,7 @@ def measure_precision(
 _THREAD_PROBE = r"""
 import json, os, sys, time
 import torch, torch.nn.functional as F
-from benchmark.backbones import create_backbone
+from benchmark.models.backbones import create_backbone
 batch, size, budget = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 torch.manual_seed(0)
 m = create_backbone("kdbench_cnn4", 2).model

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import methods
-from benchmark.backbones import create_backbone
+from benchmark.models.backbones import create_backbone
 from methods.base import Batch, DistillerContext, ModelSpec, Outputs
 from methods.crd import CRD, momentum_update, nce_loss, sample_other_class_rows
 from methods.fitnets import FitNets, HintRegressor, hint_loss, matching_teacher_stage

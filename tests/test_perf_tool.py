@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from benchmark import perf
-from benchmark.backbones import create_backbone
-from benchmark.inputs import ImageStore, augment_batch, normalize_batch, turn_maps
-from benchmark.profiles import get_profile
-from benchmark.train import TeacherOutputCache, loss_values
+from benchmark.models.backbones import create_backbone
+from benchmark.settings.profiles import get_profile
+from benchmark.training.inputs import ImageStore, augment_batch, normalize_batch, turn_maps
+from benchmark.training.train import TeacherOutputCache, loss_values
 
 
 @pytest.fixture(scope="module")

@@ -376,7 +376,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
 def _strip_prefix(state: dict[str, Tensor], model_keys: set[str]) -> tuple[dict[str, Tensor], str]:
     """Drop a wrapper prefix (``module.`` from DataParallel, ``model.`` from the suite's
-    :class:`~benchmark.backbones.Backbone`) when every key carries it and none matches as is."""
+    :class:`~benchmark.models.backbones.Backbone`) when every key carries it and none matches as is."""
     if model_keys & set(state):
         return state, ""
     for prefix in ("module.", "model.", "module.model."):

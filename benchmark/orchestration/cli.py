@@ -86,7 +86,7 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _grid_mapping(args: argparse.Namespace) -> dict[str, Any]:
-    from .config import load_grid_file
+    from ..settings.config import load_grid_file
 
     mapping: dict[str, Any] = load_grid_file(args.config) if args.config else {}
     for key, value in vars(args).items():
@@ -97,8 +97,8 @@ def _grid_mapping(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import run_grid_config
-    from .config import grid_from_mapping
+    from .. import run_grid_config
+    from ..settings.config import grid_from_mapping
 
     grid = grid_from_mapping(_grid_mapping(args))
     if args.launcher == "local" and args.workers <= 1:
@@ -122,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"[kdbench] {sum(counts.values())} run(s): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
           file=sys.stderr)
     if args.report:
-        from .report import build_report
+        from ..reporting.builder import build_report
 
         print(build_report(grid.out))
     return 0
@@ -132,7 +132,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     import methods
     from datasets.catalog import layouts, synthetic_names
 
-    from .profiles import PROFILES
+    from ..settings.profiles import PROFILES
 
     for plugin in args.plugin or []:
         methods.load_plugin(plugin)
@@ -156,7 +156,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
+    from ..reporting.builder import build_report
 
     path = build_report(args.results, args.out)
     print(path)
@@ -164,7 +164,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from . import rerun
+    from .. import rerun
 
     record, original = rerun(args.run_file, out=args.out)
     keys = ("auc", "f1", "acc")

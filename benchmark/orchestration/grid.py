@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 import methods
 from datasets.base import DatasetBundle
 
-from .config import GridConfig, RunConfig
-from .runfile import read_run, run_path, write_json_atomic
-from .runner import Session
+from ..settings.config import GridConfig, RunConfig
+from ..training.runfile import read_run, run_path, write_json_atomic
+from ..training.runner import Session
 
 CROSS_MODAL_REGIMES = ("paired", "unpaired", "all")
 

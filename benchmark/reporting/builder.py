@@ -1,13 +1,13 @@
 """Build ``REPORT.md`` from run files: provenance, paper-shaped tables, statistics, figures.
 
 ``build_report(results)`` reads every run file under ``<results>/runs``
-(:func:`benchmark.runfile.iter_runs`) and writes ``<out_dir>/REPORT.md`` with its tables
+(:func:`benchmark.training.runfile.iter_runs`) and writes ``<out_dir>/REPORT.md`` with its tables
 (Markdown, CSV, LaTeX booktabs) under ``report/tables`` and figures (PNG, SVG) under
 ``report/figures``. It works with any subset of datasets, regimes, methods and seeds,
 lists failed and unsupported runs in the inventory, and labels every synthetic dataset
 SYNTHETIC wherever one of its numbers appears.
 
-Statistics (see :mod:`benchmark.stats` for the definitions):
+Statistics (see :mod:`benchmark.analysis.stats` for the definitions):
 - mean ± std over seeds (std with ddof = 1) of accuracy, macro F1 and AUC, in percent;
 - against ``baseline`` of the same regime and against the best method of the regime:
   paired t-test and Wilcoxon over seeds on AUC, and DeLong on the seed-averaged
@@ -31,10 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import figures
-from .metrics import bootstrap_ci, weighted_metrics
-from .runfile import iter_runs
-from .stats import (
+from ..analysis import figures
+from ..analysis.metrics import bootstrap_ci, weighted_metrics
+from ..analysis.stats import (
     DeLongResult,
     delong_seed_averaged,
     delong_stouffer,
@@ -43,6 +42,7 @@ from .stats import (
     paired_tests,
     wilcoxon_min_n,
 )
+from ..training.runfile import iter_runs
 
 ALPHA = 0.05
 N_BOOT = 1000

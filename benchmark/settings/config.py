@@ -3,7 +3,7 @@
 A :class:`RunConfig` holds everything that decides one run's numbers; its
 :meth:`RunConfig.hash` keys the run file, so a finished run is skipped on the next
 call and a changed setting re-runs it. A :class:`GridConfig` is what the command line
-or a YAML grid file asks for; :func:`benchmark.grid.expand` turns it into run configs.
+or a YAML grid file asks for; :func:`benchmark.orchestration.grid.expand` turns it into run configs.
 """
 
 from __future__ import annotations

@@ -27,12 +27,12 @@ from datasets.catalog import DataRequest, load_dataset
 from datasets.sampling import twin_positions
 from methods import DistillerContext
 
-from .backbones import create_backbone
-from .config import RunConfig
-from .cost import model_cost
+from ..analysis.metrics import classification_metrics
+from ..models.backbones import create_backbone
+from ..models.cost import model_cost
+from ..settings.config import RunConfig
+from ..settings.profiles import Profile
 from .inputs import ImageStore
-from .metrics import classification_metrics
-from .profiles import Profile
 from .provenance import provenance
 from .runfile import SCHEMA_VERSION, run_path
 from .teacher import TeacherResult, dataset_fingerprint, get_teacher

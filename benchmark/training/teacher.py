@@ -25,11 +25,11 @@ from datasets.base import DatasetBundle
 from methods import DistillerContext
 from methods.baseline import Baseline
 
-from .backbones import Backbone, create_backbone
-from .config import SUITE_VERSION, stable_hash
+from ..analysis.metrics import classification_metrics
+from ..models.backbones import Backbone, create_backbone
+from ..settings.config import SUITE_VERSION, stable_hash
+from ..settings.profiles import Profile
 from .inputs import ImageStore
-from .metrics import classification_metrics
-from .profiles import Profile
 from .runfile import write_json_atomic
 from .train import TrainData, fit, predict
 

@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 from datasets.sampling import BatchPlan, ClassMatchedSampler, GroupSampler
 from methods.base import Batch, Distiller, Outputs
 
-from .backbones import Backbone
+from ..analysis.metrics import auc_score
+from ..models.backbones import Backbone
+from ..settings.profiles import Profile
 from .inputs import ImageStore
-from .metrics import auc_score
-from .profiles import Profile
 
 PREPARE_EPOCH = 1 << 20
 """Sampler stream of a method's pre-training stage (``Distiller.prepare``): seeded,
