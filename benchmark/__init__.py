@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# Every entry point (python -m benchmark, kdbench, python -m benchmark.perf, the Python
+# API) imports this package first: weights come only from packages and local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # OpenMP threads that spin while waiting make a shared CPU 5-8x slower; sleeping costs
 # next to nothing on an idle one. Must be set before torch is imported.

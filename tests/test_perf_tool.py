@@ -126,8 +126,7 @@ def test_store_batch_gather_equals_augmenting_the_float_batch(h: int, w: int, ch
 
 def test_loss_values_are_the_terms_and_total_as_floats() -> None:
     terms = {"ce": torch.tensor(0.25), "kd": torch.tensor(float("nan"), dtype=torch.float64)}
-    values = loss_values(terms, torch.tensor(1.5, dtype=torch.bfloat16))
-    total = values.pop("\0total")
+    values, total = loss_values(terms, torch.tensor(1.5, dtype=torch.bfloat16))
     assert total == 1.5 and values["ce"] == 0.25 and math.isnan(values["kd"]) and list(values) == ["ce", "kd"]
 
 

@@ -16,8 +16,6 @@ import os
 import sys
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 SUBCOMMANDS = ("run", "list", "report", "rerun")
 LAUNCH_KEYS = ("launcher", "tasks", "partition", "account", "gpus_per_task", "cpus_per_task", "time_min", "mem_gb",
                "array_parallelism", "wait", "workers")
@@ -131,6 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     import methods
     from datasets.catalog import layouts, synthetic_names
+    from datasets.regimes import REGIMES
 
     from ..settings.profiles import PROFILES
 
@@ -139,7 +138,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name in methods.available():
         cls = methods.get(name)
-        rows.append((name, ",".join(r for r in ("paired", "unpaired", "all", "same") if r in cls.regimes),
+        rows.append((name, ",".join(r for r in REGIMES if r in cls.regimes),
                      cls.summary))
     width = max(len(r[0]) for r in rows)
     rwidth = max(len(r[1]) for r in rows)

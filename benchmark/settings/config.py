@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,22 @@ import yaml
 
 from .profiles import Profile, get_profile
 
-SUITE_VERSION = "0.1.0"
+
+def _suite_version() -> str:
+    """The installed distribution's version (pyproject.toml's ``version``); read from the
+    source tree's pyproject.toml when the package runs uninstalled."""
+    try:
+        return metadata.version("kdbench")
+    except metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), flags=re.M)
+        if found is None:
+            raise RuntimeError(f"no version in {pyproject}; install the package (pip install -e .)") from None
+        return found.group(1)
+
+
+SUITE_VERSION = _suite_version()
+"""Part of every run's config hash: a new release re-runs every run."""
 
 
 def stable_hash(obj: Any) -> str:
