@@ -14,7 +14,7 @@ import pytest
 import benchmark
 from benchmark.orchestration.grid import parse_shard
 from benchmark.orchestration.launch import SlurmOptions, launch
-from benchmark.reporting.builder import build_report
+from benchmark.reporting import build_report
 from benchmark.settings.config import grid_from_mapping
 from benchmark.training.runfile import iter_runs
 
