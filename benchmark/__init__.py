@@ -6,6 +6,12 @@ Everything the command line does is one function call on the same code path::
     records = benchmark.run(methods="pagkd,crd", data="ih_polyp", regimes="unpaired,all",
                             seeds=[0, 1, 2], profile="cpu", out="results")
     benchmark.report("results")
+
+Sub-packages follow the flow of a run: :mod:`.orchestration` (command line, grid,
+launchers) runs :mod:`.training` (one run, teachers, the training loop), which uses
+:mod:`.settings` (profiles, configs), :mod:`.models` (backbones, weights) and
+:mod:`.analysis` (metrics, statistics, figures); :mod:`.reporting` turns run files into
+``REPORT.md``. None of them imports one above it (``tests/test_layering.py``).
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ def run(
 
 def report(results: str | Path = "results", out_dir: str | Path | None = None) -> Path:
     """Build ``REPORT.md`` (tables and figures) from the run files under ``results``."""
-    from .reporting.builder import build_report
+    from .reporting import build_report
 
     return build_report(results, out_dir)
 

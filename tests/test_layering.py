@@ -114,3 +114,14 @@ def test_no_import_cycles_between_benchmark_modules() -> None:
 
     cycles = sorted(m for m in graph if reaches(m, m, set()))
     assert not cycles, f"modules on an import cycle: {cycles}"
+
+
+def test_the_python_api_survives_importing_every_sub_package() -> None:
+    # a sub-package named like an API function (benchmark/report/) would replace it once imported
+    import importlib
+
+    import benchmark
+
+    for layer in BENCHMARK_LAYERS:
+        importlib.import_module(f"benchmark.{layer}")
+    assert all(callable(getattr(benchmark, f)) for f in ("run", "report", "rerun"))
