@@ -6,6 +6,12 @@ Everything the command line does is one function call on the same code path::
     records = benchmark.run(methods="pagkd,crd", data="ih_polyp", regimes="unpaired,all",
                             seeds=[0, 1, 2], profile="cpu", out="results")
     benchmark.report("results")
+
+Sub-packages follow the flow of a run: :mod:`.orchestration` (command line, grid,
+launchers) runs :mod:`.training` (one run, teachers, the training loop), which uses
+:mod:`.settings` (profiles, configs), :mod:`.models` (backbones, weights) and
+:mod:`.analysis` (metrics, statistics, figures); :mod:`.reporting` turns run files into
+``REPORT.md``. None of them imports one above it (``tests/test_layering.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# Every entry point (python -m benchmark, kdbench, python -m benchmark.perf, the Python
+# API) imports this package first: weights come only from packages and local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # OpenMP threads that spin while waiting make a shared CPU 5-8x slower; sleeping costs
 # next to nothing on an idle one. Must be set before torch is imported.
@@ -22,8 +30,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def run_grid_config(grid: Any) -> list[dict[str, Any]]:
-    """Run a :class:`benchmark.config.GridConfig` (see :func:`benchmark.grid.run_grid`)."""
-    from .grid import run_grid
+    """Run a :class:`benchmark.settings.config.GridConfig` (see :func:`benchmark.orchestration.grid.run_grid`)."""
+    from .orchestration.grid import run_grid
 
     return run_grid(grid)
 
@@ -40,7 +48,7 @@ def run(
     """Run a grid and return its run records. ``flags`` take the command line's long
     flag names with underscores (``epochs=3``, ``data_root=...``, ``option=["kd.temperature=2"]``,
     ``progress=False``, ``cache_dir=...``, ``shard="0/2"``)."""
-    from .config import grid_from_mapping
+    from .settings.config import grid_from_mapping
 
     if isinstance(seeds, int):
         seeds = [seeds]
@@ -54,7 +62,7 @@ def run(
 
 def report(results: str | Path = "results", out_dir: str | Path | None = None) -> Path:
     """Build ``REPORT.md`` (tables and figures) from the run files under ``results``."""
-    from .report import build_report
+    from .reporting import build_report
 
     return build_report(results, out_dir)
 
@@ -67,9 +75,9 @@ def rerun(run_file: str | Path, out: str | Path | None = None) -> tuple[dict[str
     one-thread ``--workers`` process is repeated with one thread)."""
     import torch
 
-    from .config import RunConfig
-    from .runfile import read_run
-    from .runner import Session
+    from .settings.config import RunConfig
+    from .training.runfile import read_run
+    from .training.runner import Session
 
     original = read_run(run_file)
     if original is None:

@@ -1,8 +1,8 @@
-"""``python -m benchmark``: see :mod:`benchmark.cli`."""
+"""``python -m benchmark``: see :mod:`benchmark.orchestration.cli`."""
 
 import sys
 
-from .cli import main
+from .orchestration.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

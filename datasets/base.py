@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .regimes import REGIMES, Regime
+
 CROSS_MODAL = ("wli", "nbi")
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -121,18 +123,16 @@ class DatasetBundle:
     def cross_modal(self) -> bool:
         return self.student_modality != self.teacher_modality
 
-    def regimes(self) -> tuple[str, ...]:
-        """Regimes this dataset can serve."""
+    def regimes(self) -> tuple[Regime, ...]:
+        """Regimes this dataset can serve, in :data:`REGIMES` order."""
         if not self.cross_modal:
-            return ("same",)
-        out = ["same"]
-        if len(self.splits.paired_student):
-            out.append("paired")
-        if len(self.splits.unpaired_student) and len(self.splits.unpaired_teacher):
-            out.append("unpaired")
-        if "paired" in out and "unpaired" in out:
-            out.append("all")
-        return tuple(sorted(out, key=["paired", "unpaired", "all", "same"].index))
+            return (Regime.SAME,)
+        s = self.splits
+        has_paired = len(s.paired_student) > 0
+        has_unpaired = len(s.unpaired_student) > 0 and len(s.unpaired_teacher) > 0
+        serves = {Regime.SAME: True, Regime.PAIRED: has_paired, Regime.UNPAIRED: has_unpaired,
+                  Regime.ALL: has_paired and has_unpaired}
+        return tuple(r for r in REGIMES if serves[r])
 
     def regime_pools(self, regime: str) -> tuple[np.ndarray, np.ndarray]:
         """(student pool, teacher pool) of table indices for a regime's training data.
@@ -146,17 +146,22 @@ class DatasetBundle:
                 f"dataset {self.dataset_id!r} cannot serve regime {regime!r}; "
                 f"it serves {', '.join(self.regimes())}"
             )
-        if regime == "paired":
-            return s.paired_student, s.paired_teacher
-        if regime == "unpaired":
-            return s.unpaired_student, s.unpaired_teacher
-        if regime == "all":
-            return (
-                np.concatenate([s.paired_student, s.unpaired_student]),
-                np.concatenate([s.paired_teacher, s.unpaired_teacher]),
-            )
-        pool = np.concatenate([s.paired_student, s.unpaired_student])
-        return pool, pool
+        regime = Regime(regime)
+        if regime.same_view:
+            pool = np.concatenate([s.paired_student, s.unpaired_student])
+            return pool, pool
+        pools = {Regime.PAIRED: (s.paired_student, s.paired_teacher),
+                 Regime.UNPAIRED: (s.unpaired_student, s.unpaired_teacher)}
+        if regime in pools:
+            return pools[regime]
+        return (
+            np.concatenate([s.paired_student, s.unpaired_student]),
+            np.concatenate([s.paired_teacher, s.unpaired_teacher]),
+        )
+
+    def teaching_modality(self, regime: str) -> str:
+        """The modality the teacher of ``regime`` is trained on and sees."""
+        return Regime(regime).teaching_modality(self.student_modality, self.teacher_modality)
 
     def teacher_pools(self, modality: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(train, val, test) table indices for training a teacher on ``modality``."""

@@ -43,7 +43,7 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -215,17 +215,21 @@ def _array_digest(arr: np.ndarray) -> tuple[str, str]:
     return method, h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[object], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file in ``path``'s folder, fsync it, rename it over
+    ``path`` and fsync the folder: a reader sees the old file or the new one, never half
+    of one. The suite's one atomic write (image-cache metadata, run files, teachers)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            write(fh)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync(path.parent)
 
 
 def cache_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
@@ -306,7 +310,7 @@ def _decode_to_cache(
         "kept": kept.astype(int).tolist(),
         "bad": [[i, reason] for i, reason in bad],
     }
-    _atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
+    write_atomic(meta_path, json.dumps(meta).encode())
     return images, kept, bad
 
 

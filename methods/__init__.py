@@ -13,6 +13,8 @@ import pkgutil
 
 from .base import REGIMES, Batch, Distiller, DistillerContext, ModelSpec, Outputs
 from .registry import (
+    Ablations,
+    ablations,
     available,
     create,
     expand_methods,
@@ -20,6 +22,7 @@ from .registry import (
     load_plugin,
     method_sets,
     register,
+    register_ablations,
     register_method_set,
 )
 
@@ -29,11 +32,13 @@ for _info in pkgutil.iter_modules(__path__):
 
 __all__ = [
     "REGIMES",
+    "Ablations",
     "Batch",
     "Distiller",
     "DistillerContext",
     "ModelSpec",
     "Outputs",
+    "ablations",
     "available",
     "create",
     "expand_methods",
@@ -41,5 +46,6 @@ __all__ = [
     "load_plugin",
     "method_sets",
     "register",
+    "register_ablations",
     "register_method_set",
 ]

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datasets.regimes import WITH_TWINS
+
 from ._dense import (
     class_activation_map,
     dual_threshold_labels,
@@ -90,8 +92,8 @@ class ADD(Distiller):
         "bidirectional, and the semantic relation mask (Eq. 2.1 / 2.2 as the code's comments cite them); "
         "code Huster-Hq/ADD"
     )
-    regimes: ClassVar[frozenset[str]] = frozenset({"paired", "all"})
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "all"})
+    regimes: ClassVar[frozenset[str]] = WITH_TWINS
+    main_regimes: ClassVar[frozenset[str]] = WITH_TWINS
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "logit": 1.0, "add_nbi": 1.0, "add_wli": 1.0}
     deviations: ClassVar[str] = (
         "CAM instead of Grad-CAM (identical after min-max normalisation for a GAP + linear head). PAR runs at the "

@@ -12,7 +12,8 @@ does not need one, for the frozen teacher (``torch.no_grad``, eval mode). Batche
 so on paired data it is the true twin (``batch.twin[i]`` is ``True``) and on unpaired
 data it is a same-class pseudo-pair drawn afresh every epoch.
 
-This module imports nothing from ``benchmark`` or ``datasets``.
+This module imports nothing from ``benchmark``, and from ``datasets`` only the
+regime vocabulary (:mod:`datasets.regimes`, a leaf module).
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-REGIMES: tuple[str, ...] = ("paired", "unpaired", "all", "same")
-"""Data regimes. ``paired``: D_p, twins; ``unpaired``: D_unp, pseudo-pairs;
-``all``: D_p + D_unp; ``same``: the teacher sees the student's own image."""
+from datasets.regimes import REGIMES, Regime
 
 
 @dataclass
@@ -115,7 +114,7 @@ class DistillerContext:
         student: shapes of the student backbone.
         teacher: shapes of the teacher backbone (``None`` without a teacher).
         num_classes: number of classes.
-        regime: one of :data:`REGIMES`.
+        regime: one of :data:`datasets.regimes.REGIMES`.
         num_student_train: size of the student training pool (``batch.index`` range).
         num_teacher_train: size of the teacher pool (``batch.teacher_index`` range).
         student_labels: ``(num_student_train,)`` labels of the student pool.
@@ -155,7 +154,6 @@ class Distiller(nn.Module):
             official code, in a few sentences; the report shows them.
         needs_teacher: ``False`` for methods without a frozen pretrained teacher
             (e.g. mean-teacher methods that build their own).
-        needs_index: ``True`` when the method reads ``batch.index`` (memory banks).
         sampler: ``"class_matched"`` (every student image once per epoch) or
             ``"group"`` (class-balanced batches: every class in every batch with a
             fixed group size, PaGKD's requirement).
@@ -168,11 +166,10 @@ class Distiller(nn.Module):
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     regimes: ClassVar[frozenset[str]] = frozenset(REGIMES)
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"unpaired", "all"})
+    main_regimes: ClassVar[frozenset[str]] = frozenset({Regime.UNPAIRED, Regime.ALL})
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0}
     deviations: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = True
-    needs_index: ClassVar[bool] = False
     sampler: ClassVar[str] = "class_matched"
     teacher_augmented: ClassVar[bool] = True
     options: ClassVar[dict[str, Any]] = {}
@@ -271,8 +268,8 @@ class Distiller(nn.Module):
             "name": cls.name,
             "summary": cls.summary,
             "paper": cls.paper,
-            "regimes": sorted(cls.regimes),
-            "main_regimes": sorted(cls.main_regimes),
+            "regimes": sorted(str(r) for r in cls.regimes),
+            "main_regimes": sorted(str(r) for r in cls.main_regimes),
             "default_weights": dict(cls.default_weights),
             "options": dict(cls.options),
             "deviations": " ".join(cls.deviations.split()),

@@ -7,6 +7,8 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
+from datasets.regimes import CROSS_MODAL
+
 from .base import REGIMES, Batch, Distiller, Outputs
 from .registry import register
 
@@ -22,7 +24,7 @@ class Baseline(Distiller):
     summary: ClassVar[str] = "student alone, cross-entropy on WLI images (the reference)"
     paper: ClassVar[str] = "supervised cross-entropy; no distillation"
     regimes: ClassVar[frozenset[str]] = frozenset(REGIMES)
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
+    main_regimes: ClassVar[frozenset[str]] = CROSS_MODAL
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0}
     needs_teacher: ClassVar[bool] = False
 

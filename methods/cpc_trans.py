@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datasets.regimes import WITH_TWINS
+
 from .add import cosine_distance
 from .base import Batch, Distiller, DistillerContext, Outputs
 from .registry import register
@@ -104,8 +106,8 @@ class CPCTrans(Distiller):
         "Ma et al., MICCAI 2022, Sec. 2 (CGA: 1 - cos of the modalities' global tokens, weight 1; SAM: 1 - cos of "
         "class-token attention maps, weight 0.3); code WeijieMax/CPC-Trans"
     )
-    regimes: ClassVar[frozenset[str]] = frozenset({"paired", "all"})
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "all"})
+    regimes: ClassVar[frozenset[str]] = WITH_TWINS
+    main_regimes: ClassVar[frozenset[str]] = WITH_TWINS
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "cga": 1.0, "sam": 0.3}
     deviations: ClassVar[str] = (
         "Frozen NBI teacher and a trained WLI student instead of one shared ViT trained on both modalities "
@@ -191,8 +193,8 @@ class CPCTransShared(Distiller):
         "Ma et al., MICCAI 2022, Sec. 2 (shared encoder, CE on both modalities, CGA weight 1, SAM weight 0.3); "
         "code WeijieMax/CPC-Trans"
     )
-    regimes: ClassVar[frozenset[str]] = frozenset({"paired", "all"})
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "all"})
+    regimes: ClassVar[frozenset[str]] = WITH_TWINS
+    main_regimes: ClassVar[frozenset[str]] = WITH_TWINS
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "ce_nbi": 1.0, "cga": 1.0, "sam": 0.3}
     deviations: ClassVar[str] = (
         "CNN backbone instead of ViT-S/16 (pooled embedding as CLS token, BatchNorm statistics shared by both "

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datasets.regimes import CROSS_MODAL, Regime
+
 from .base import Batch, Distiller, DistillerContext, Outputs
 from .registry import register
 
@@ -248,7 +250,6 @@ class _CRCKDBase(Distiller):
         "Tian et al. 2020 Eq. 18 with class-guided positives/negatives), CRP (Sec. 2.3)"
     )
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "consistency": 1.0, "ccd": 0.1, "crp": 1.0}
-    needs_index: ClassVar[bool] = True
     options: ClassVar[dict[str, Any]] = {
         "feat_dim": 128,
         "nce_p": 20,
@@ -351,8 +352,8 @@ class CRCKD(_CRCKDBase):
     """
 
     summary: ClassVar[str] = "CRCKD: mean teacher + class-guided contrastive (two banks) + categorical relation KD"
-    regimes: ClassVar[frozenset[str]] = frozenset({"same"})
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"same"})
+    regimes: ClassVar[frozenset[str]] = frozenset({Regime.SAME})
+    main_regimes: ClassVar[frozenset[str]] = frozenset({Regime.SAME})
     needs_teacher: ClassVar[bool] = False
     shared_pool: ClassVar[bool] = True
     options: ClassVar[dict[str, Any]] = {**_CRCKDBase.options, "ema_decay": 0.99}
@@ -402,8 +403,8 @@ class CRCKDFrozenTeacher(_CRCKDBase):
     summary: ClassVar[str] = (
         "CRCKD with the frozen NBI teacher instead of the mean teacher (class-guided terms need no pairs)"
     )
-    regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
+    regimes: ClassVar[frozenset[str]] = CROSS_MODAL
+    main_regimes: ClassVar[frozenset[str]] = CROSS_MODAL
     needs_teacher: ClassVar[bool] = True
     teacher_augmented: ClassVar[bool] = False
     deviations: ClassVar[str] = (

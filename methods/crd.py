@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datasets.regimes import CROSS_MODAL
+
 from .base import REGIMES, Batch, Distiller, DistillerContext, Outputs
 from .registry import register
 
@@ -106,7 +108,7 @@ class CRD(Distiller):
     summary: ClassVar[str] = "CRD: NCE contrast between student and teacher embeddings with memory banks"
     paper: ClassVar[str] = "Tian, Krishnan & Isola, ICLR 2020, Eq. 18 (NCE with memory banks, both directions)"
     regimes: ClassVar[frozenset[str]] = frozenset(REGIMES)
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
+    main_regimes: ClassVar[frozenset[str]] = CROSS_MODAL
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "crd": 0.8}
     deviations: ClassVar[str] = (
         "Two pools: the student bank is keyed by WLI training index and the teacher bank by NBI "
@@ -116,7 +118,6 @@ class CRD(Distiller):
         "other-class rows), never more than exist. NCE with Z estimated on the first batch, "
         "as in the authors' code."
     )
-    needs_index: ClassVar[bool] = True
     teacher_augmented: ClassVar[bool] = False
     options: ClassVar[dict[str, Any]] = {"feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_m": 0.5}
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datasets.regimes import CROSS_MODAL
+
 from .base import REGIMES, Batch, Distiller, DistillerContext, ModelSpec, Outputs
 from .kd import kd_loss
 from .registry import register
@@ -99,7 +101,7 @@ class FitNets(Distiller):
     summary: ClassVar[str] = "FitNets: regress the teacher's middle-stage map through a conv regressor"
     paper: ClassVar[str] = "Romero et al., ICLR 2015, Eq. 3 (hint loss through a regressor)"
     regimes: ClassVar[frozenset[str]] = frozenset(REGIMES)
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
+    main_regimes: ClassVar[frozenset[str]] = CROSS_MODAL
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "hint": 100.0, "kd": 1.0}
     deviations: ClassVar[str] = (
         "Single-stage training (hint + CE summed) as in RepDistiller/mdistiller; the paper's "

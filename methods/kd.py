@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
+from datasets.regimes import CROSS_MODAL
+
 from .base import REGIMES, Batch, Distiller, Outputs
 from .registry import register
 
@@ -38,7 +40,7 @@ class HintonKD(Distiller):
     summary: ClassVar[str] = "Hinton KD: match the teacher's temperature-softened logits"
     paper: ClassVar[str] = "Hinton, Vinyals & Dean 2015, arXiv:1503.02531, Eq. 2 (T^2-scaled KL)"
     regimes: ClassVar[frozenset[str]] = frozenset(REGIMES)
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
+    main_regimes: ClassVar[frozenset[str]] = CROSS_MODAL
     default_weights: ClassVar[dict[str, float]] = {"ce": 0.1, "kd": 0.9}
     deviations: ClassVar[str] = (
         "On unpaired rows the soft target is the teacher's output on a same-class NBI "

@@ -109,6 +109,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datasets.regimes import CROSS_MODAL, Regime
+
 from ._dense import (
     AMBIGUOUS,
     class_activation_map,
@@ -118,7 +120,7 @@ from ._dense import (
     relation_mask,
 )
 from .base import Batch, Distiller, DistillerContext, Outputs
-from .registry import register, register_method_set
+from .registry import Ablations, register, register_ablations, register_method_set
 
 PAPER = (
     "Hu et al., Pairing-free Group-level Knowledge Distillation, AAAI 2026 (arXiv:2601.09209): "
@@ -390,8 +392,8 @@ class PaGKD(Distiller):
 
     summary: ClassVar[str] = "PaGKD: group-level prototype (LR-QFormer) + dense (SRCA) distillation, pairing-free"
     paper: ClassVar[str] = PAPER
-    regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"unpaired", "all"})
+    regimes: ClassVar[frozenset[str]] = CROSS_MODAL
+    main_regimes: ClassVar[frozenset[str]] = frozenset({Regime.UNPAIRED, Regime.ALL})
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "pro": 1.0, "den": 1.0}
     deviations: ClassVar[str] = (
         "Projected tokens are standardised per channel over the batch before SRCA so the L2 loss cannot "
@@ -629,3 +631,23 @@ ABLATIONS: tuple[str, ...] = (
     "pagkd-image-den",
 )
 register_method_set("pagkd-ablations", ABLATIONS)
+register_ablations("pagkd", Ablations(
+    title="PaGKD",
+    modules=("GKD-Pro", "GKD-Den"),
+    by_modules={(False, False): "baseline", (True, False): "pagkd-pro", (False, True): "pagkd-den",
+                (True, True): "pagkd"},
+    # CE on the same group batches: isolates the modules from the sampler
+    modules_off="pagkd-none",
+    modules_note="The paper's first ablation shape (neither / Pro / Den / both).",
+    levels={"image-level": ("pagkd-image-pro", "pagkd-image-den", "pagkd-image"),
+            "group-level": ("pagkd-pro", "pagkd-den", "pagkd")},
+    level_columns=("Pro", "Den", "joint"),
+    levels_note="Image-level: groups of one class-matched pseudo-pair (`pagkd-image*`); group-level: "
+                "same-class groups (`pagkd-pro`, `pagkd-den`, `pagkd`).",
+    components={
+        "pagkd-avgpool": ("LR-QFormer replaced by average pooling", "pagkd-pro"),
+        "pagkd-plainattn": ("SRCA replaced by plain cross-attention (no relation mask)", "pagkd-den"),
+        "pagkd-unidir": ("NBI->WLI reconstruction only (not bidirectional)", "pagkd"),
+        "pagkd-released": ("the released code's behaviour", "pagkd"),
+    },
+))

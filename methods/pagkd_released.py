@@ -84,6 +84,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datasets.regimes import CROSS_MODAL, Regime
+
 from ._dense import masked_attention, relation_mask, relation_weight
 from .base import Batch, Distiller, DistillerContext, Outputs
 from .pagkd import Units, cam_pseudo_labels, feature_tokens, group_units, warmup_epochs
@@ -216,8 +218,8 @@ class PaGKDReleased(Distiller):
         "Hu et al., AAAI 2026 (arXiv:2601.09209), official code github.com/Huster-Hq/PaGKD @7b211f1: "
         "train.py set_loss/Den_set/pair_loss, models/model_stu.py Resnet_att"
     )
-    regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"unpaired", "all"})
+    regimes: ClassVar[frozenset[str]] = CROSS_MODAL
+    main_regimes: ClassVar[frozenset[str]] = frozenset({Regime.UNPAIRED, Regime.ALL})
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "pro": 0.001, "set_cls": 0.001, "den": 1.0, "add": 1.0}
     deviations: ClassVar[str] = (
         "Weights as released: pro and set_cls 0.001 (the prototype branch barely trains the student), den and "

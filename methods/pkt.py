@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from datasets.regimes import CROSS_MODAL
+
 from .base import REGIMES, Batch, Distiller, Outputs
 from .registry import register
 
@@ -60,7 +62,7 @@ class PKT(Distiller):
         "Passalis & Tefas, ECCV 2018, Sec. 3 (cosine-kernel conditional probabilities, KL divergence)"
     )
     regimes: ClassVar[frozenset[str]] = frozenset(REGIMES)
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
+    main_regimes: ClassVar[frozenset[str]] = CROSS_MODAL
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "pkt": 30000.0}
     deviations: ClassVar[str] = (
         "On unpaired rows the teacher's similarity matrix is computed on the class-matched NBI "

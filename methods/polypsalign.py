@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datasets.regimes import CROSS_MODAL, WITH_TWINS
+
 from .base import Batch, Distiller, DistillerContext, Outputs
 from .registry import register
 
@@ -118,8 +120,8 @@ class PolypsAlign(Distiller):
         "Wang et al., MICCAI 2021, Sec. 2 (adversarial feature alignment; contrastive hinge "
         "max(KL(pos||x) - KL(neg||x) + 0.85, 0)); code qinwang-ai/PolypsAlign"
     )
-    regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "all"})
+    regimes: ClassVar[frozenset[str]] = CROSS_MODAL
+    main_regimes: ClassVar[frozenset[str]] = WITH_TWINS
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "adv": 1.0, "contrast": 1.0}
     deviations: ClassVar[str] = (
         "Teacher kept frozen in eval mode (the code leaves it in train mode, so its BatchNorm statistics drift). "

@@ -4,7 +4,8 @@ Built-in methods register on import of :mod:`methods`. Third-party methods come 
 the ``kdbench.methods`` entry-point group (installed packages) or from a module named
 on the command line (``--plugin my_pkg.my_method``); nothing else is imported.
 Named method sets (``all``, ``paper-table``, ``pagkd-ablations``) expand in
-:func:`expand_methods`.
+:func:`expand_methods`. A method declares its ablation variants with
+:func:`register_ablations`, so the report knows no method by name.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
@@ -21,6 +23,7 @@ ENTRY_POINT_GROUP = "kdbench.methods"
 
 _REGISTRY: dict[str, type[Distiller]] = {}
 _METHOD_SETS: dict[str, tuple[str, ...]] = {}
+_ABLATIONS: dict[str, Ablations] = {}
 _loaded_entry_points = False
 
 D = TypeVar("D", bound=type[Distiller])
@@ -59,6 +62,54 @@ def register(name: str) -> Callable[[D], D]:
 def register_method_set(name: str, members: Iterable[str]) -> None:
     """Register a named set of methods usable in ``--methods``."""
     _METHOD_SETS[name] = tuple(members)
+
+
+@dataclass(frozen=True)
+class Ablations:
+    """A method's ablation variants (each a registered method), declared beside the
+    method with :func:`register_ablations`; the report draws its ablation tables from it.
+
+    Attributes:
+        title: the method's display name.
+        modules: the method's switchable modules, in column order.
+        by_modules: the method that runs with each combination of modules on (one flag
+            per module); all off is usually ``baseline``.
+        modules_off: the variant with every module off on the method's own batches,
+            shown in the all-off row when it ran (``""``: none).
+        modules_note: what the modules table shows.
+        levels: variants per level at which the method distils (rows), one per entry
+            of ``level_columns``.
+        level_columns: column names of the levels table.
+        levels_note: what the levels table shows.
+        components: variant -> (what it changes, the variant it is compared with).
+    """
+
+    title: str
+    modules: tuple[str, ...] = ()
+    by_modules: dict[tuple[bool, ...], str] = field(default_factory=dict)
+    modules_off: str = ""
+    modules_note: str = ""
+    levels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    level_columns: tuple[str, ...] = ()
+    levels_note: str = ""
+    components: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def variants(self) -> set[str]:
+        """Every declared variant (not ``baseline``)."""
+        named = {*self.by_modules.values(), self.modules_off, *self.components}
+        named.update(m for names in self.levels.values() for m in names)
+        return named - {"", "baseline"}
+
+
+def register_ablations(method: str, ablations: Ablations) -> None:
+    """Declare ``method``'s ablation variants (see :class:`Ablations`)."""
+    _ABLATIONS[method] = ablations
+
+
+def ablations() -> dict[str, Ablations]:
+    """Every declared ablation study, by the method it ablates."""
+    load_entry_point_plugins()
+    return dict(_ABLATIONS)
 
 
 def load_entry_point_plugins() -> list[str]:

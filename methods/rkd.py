@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from datasets.regimes import CROSS_MODAL
+
 from .base import REGIMES, Batch, Distiller, Outputs
 from .registry import register
 
@@ -76,7 +78,7 @@ class RKD(Distiller):
     summary: ClassVar[str] = "RKD: match the teacher's pairwise distances and triplet angles"
     paper: ClassVar[str] = "Park, Kim, Lu & Cho, CVPR 2019, Sec. 3.2 (RKD-D and RKD-A losses, Huber/smooth-L1)"
     regimes: ClassVar[frozenset[str]] = frozenset(REGIMES)
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
+    main_regimes: ClassVar[frozenset[str]] = CROSS_MODAL
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "distance": 25.0, "angle": 50.0}
     deviations: ClassVar[str] = (
         "On unpaired rows the teacher's relations are computed on the class-matched NBI "

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from datasets.regimes import WITH_TWINS
+
 from ._dense import class_activation_map
 from .add import cosine_distance
 from .base import Batch, Distiller, DistillerContext, Outputs
@@ -53,8 +55,8 @@ class SAMD(Distiller):
         "reconstruction from the one-line description of 'SAMD' in the PaGKD paper (AAAI 2026); the original "
         "paper was not identified; no claim of fidelity"
     )
-    regimes: ClassVar[frozenset[str]] = frozenset({"paired", "all"})
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "all"})
+    regimes: ClassVar[frozenset[str]] = WITH_TWINS
+    main_regimes: ClassVar[frozenset[str]] = WITH_TWINS
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "samd": 1.0}
     deviations: ClassVar[str] = (
         "Reconstruction from a one-line description in the PaGKD paper; the original SAMD paper was not "

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datasets.regimes import CROSS_MODAL
+
 from .base import REGIMES, Batch, Distiller, DistillerContext, Outputs
 from .crckd import inverse_frequency_weights
 from .kd import kd_loss
@@ -210,7 +212,7 @@ class SSDKD(Distiller):
     regimes: ClassVar[frozenset[str]] = frozenset(REGIMES)
     # On cross-modal datasets the default grid runs it where Hinton KD runs; single-modality
     # datasets always run ``same``.
-    main_regimes: ClassVar[frozenset[str]] = frozenset({"paired", "unpaired", "all"})
+    main_regimes: ClassVar[frozenset[str]] = CROSS_MODAL
     default_weights: ClassVar[dict[str, float]] = {
         "ce": 0.1,
         "kd": 0.9,

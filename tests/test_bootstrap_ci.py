@@ -10,8 +10,8 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
-from benchmark.bootstrap import gap_closed_ci, lesion_bootstrap_ci
-from benchmark.clustered_auc import auc_covariance, clustered_auc_ci
+from benchmark.analysis.bootstrap import gap_closed_ci, lesion_bootstrap_ci
+from benchmark.analysis.clustered_auc import auc_covariance, clustered_auc_ci
 
 
 def _probs(score: np.ndarray) -> np.ndarray:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.curves import cell_mean, run_curve, runs_to_look_at
-from benchmark.runfile import SCHEMA_VERSION, run_path, write_json_atomic
+from benchmark.reporting.sections.curves import cell_mean, run_curve, runs_to_look_at
+from benchmark.training.runfile import SCHEMA_VERSION, run_path, write_json_atomic
 
 WEIGHTS = {"baseline": {"ce": 1.0}, "kd": {"ce": 0.1, "kd": 0.9}, "pkt": {"ce": 1.0, "pkt": 30000.0}}
 
@@ -106,7 +106,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 from test_curves import write_grid
-from benchmark.report import build_report
+from benchmark.reporting import build_report
 out = Path(sys.argv[1])
 write_grid(out)
 build_report(out, n_boot=20)

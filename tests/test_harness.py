@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import benchmark
-from benchmark.config import RunConfig
-from benchmark.profiles import get_profile
-from benchmark.runfile import iter_runs, read_run, write_json_atomic
-from benchmark.runner import Session
-from benchmark.train import TrainData, fit
+from benchmark.settings.config import RunConfig
+from benchmark.settings.profiles import get_profile
+from benchmark.training.runfile import iter_runs, read_run, write_json_atomic
+from benchmark.training.runner import Session
+from benchmark.training.train import TrainData, fit
 from datasets.splits import check_no_lesion_leak
 from methods import DistillerContext
 from methods.kd import HintonKD
@@ -54,7 +54,7 @@ def test_teacher_is_frozen_during_student_training(smoke_session: Session) -> No
         val_index=bundle.splits.val_student, val_labels=labels[bundle.splits.val_student],
         num_classes=bundle.num_classes, class_names=bundle.classes,
     )
-    from benchmark.backbones import create_backbone
+    from benchmark.models.backbones import create_backbone
 
     student = create_backbone(profile.backbone, bundle.num_classes)
     ctx = DistillerContext(student.spec(profile.image_size), teacher.spec(profile.image_size), bundle.num_classes,
@@ -173,9 +173,9 @@ def test_run_file_written_atomically_and_readable(tmp_path: Path) -> None:
 
 
 def test_batchnorm_recalibration_sets_running_stats_to_the_images_batch_statistics() -> None:
-    from benchmark.inputs import ImageStore
-    from benchmark.profiles import get_profile
-    from benchmark.train import recalibrate_batchnorm
+    from benchmark.settings.profiles import get_profile
+    from benchmark.training.inputs import ImageStore
+    from benchmark.training.train import recalibrate_batchnorm
 
     torch.manual_seed(0)
     images = torch.randint(0, 256, (6, 4, 4, 3), dtype=torch.uint8).numpy()
@@ -195,9 +195,9 @@ def test_batchnorm_recalibration_sets_running_stats_to_the_images_batch_statisti
 
 
 def test_teacher_does_not_depend_on_what_the_process_ran_before(tmp_path: Path) -> None:
-    from benchmark.config import RunConfig
-    from benchmark.profiles import get_profile
-    from benchmark.runner import Session
+    from benchmark.settings.config import RunConfig
+    from benchmark.settings.profiles import get_profile
+    from benchmark.training.runner import Session
 
     cfg = RunConfig(dataset="synth", regime="all", method="kd", seed=1, profile=get_profile("smoke"))
     weights = []

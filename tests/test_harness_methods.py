@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 import methods
-from benchmark.backbones import create_backbone
-from benchmark.config import RunConfig
-from benchmark.profiles import get_profile
-from benchmark.runner import Session
-from benchmark.teacher import TeacherResult
+from benchmark.models.backbones import create_backbone
+from benchmark.settings.config import RunConfig
+from benchmark.settings.profiles import get_profile
+from benchmark.training.runner import Session
+from benchmark.training.teacher import TeacherResult
 from datasets.base import DatasetBundle
 
 TEACHER_METHODS = (
@@ -95,7 +95,7 @@ def test_ssd_kd_student_runs_one_forward_per_step_on_the_four_rotations(
         net.register_forward_pre_hook(lambda m, inp: rows.append(inp[0].shape[0]) if m.training else None)
         return net
 
-    monkeypatch.setattr("benchmark.runner.create_backbone", spy_backbone)
+    monkeypatch.setattr("benchmark.training.runner.create_backbone", spy_backbone)
     record = _run(session, cfg)
     steps = record["timing"]["steps"]
     assert len(rows) == steps, f"{len(rows)} student forward passes in training mode for {steps} steps"
@@ -134,7 +134,7 @@ def test_pagkd_released_listing_says_its_prototype_terms_do_not_distil(
 ) -> None:
     """Its prototype and set-classifier terms weigh 0.001 against CE 1 (as released); the
     listing and the report's method list must say so, with the weight the method uses."""
-    from benchmark.cli import main
+    from benchmark.orchestration.cli import main
 
     cls = methods.get("pagkd-released")
     weak = sorted(k for k, w in cls.default_weights.items() if w <= 1e-3 * cls.default_weights["ce"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.backbones import create_backbone
+from benchmark.models.backbones import create_backbone
 from methods import Batch, DistillerContext, create
 from methods.crckd import (
     ClassIndex,

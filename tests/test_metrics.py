@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
-from benchmark.metrics import (
+from benchmark.analysis.metrics import (
     auc_score,
     bootstrap_ci,
     classification_metrics,

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from benchmark.clustered_auc import auc_covariance, clustered_auc_ci, clustered_delong_test
-from benchmark.mrmc import error_covariances, or_analysis
-from benchmark.stats import delong_covariance, delong_test
+from benchmark.analysis.clustered_auc import auc_covariance, clustered_auc_ci, clustered_delong_test
+from benchmark.analysis.mrmc import error_covariances, or_analysis
+from benchmark.analysis.stats import delong_covariance, delong_test
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "mrmc"  # vandyke.csv + reference_values.json (with sources)
 

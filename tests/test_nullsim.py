@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.nullsim import TESTS, NullDesign, format_result, null_pvalues, run_null_simulation
+from benchmark.analysis.nullsim import TESTS, NullDesign, format_result, null_pvalues, run_null_simulation
 
 
 def test_or_hillis_holds_alpha_and_image_level_delong_does_not() -> None:

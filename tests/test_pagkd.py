@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import methods
-from benchmark.backbones import create_backbone
+from benchmark.models.backbones import create_backbone
 from datasets.sampling import GroupSampler
 from methods import Batch, DistillerContext
 from methods._dense import relation_mask

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from benchmark import perf
-from benchmark.backbones import create_backbone
-from benchmark.inputs import ImageStore, augment_batch, normalize_batch, turn_maps
+from benchmark.models.backbones import create_backbone
 from benchmark.perf.probe import run_probe
-from benchmark.profiles import get_profile
-from benchmark.train import TeacherOutputCache, loss_values
+from benchmark.settings.profiles import get_profile
+from benchmark.training.inputs import ImageStore, augment_batch, normalize_batch, turn_maps
+from benchmark.training.train import TeacherOutputCache, loss_values
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +128,7 @@ def test_store_batch_gather_equals_augmenting_the_float_batch(h: int, w: int, ch
 
 def test_loss_values_are_the_terms_and_total_as_floats() -> None:
     terms = {"ce": torch.tensor(0.25), "kd": torch.tensor(float("nan"), dtype=torch.float64)}
-    values = loss_values(terms, torch.tensor(1.5, dtype=torch.bfloat16))
-    total = values.pop("\0total")
+    values, total = loss_values(terms, torch.tensor(1.5, dtype=torch.bfloat16))
     assert total == 1.5 and values["ce"] == 0.25 and math.isnan(values["kd"]) and list(values) == ["ce", "kd"]
 
 

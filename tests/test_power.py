@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from benchmark.mrmc import or_analysis, rrrc_batch
-from benchmark.power import (
+from benchmark.analysis.mrmc import or_analysis, rrrc_batch
+from benchmark.analysis.power import (
     PowerDesign,
     design_from_analysis,
     detectable_difference,

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from benchmark.mcb import dunnett_one_sided, hsu_mcb, mcb_from_analysis
-from benchmark.mrmc import or_analysis
-from benchmark.ranking import (
+from benchmark.analysis.mcb import dunnett_one_sided, hsu_mcb, mcb_from_analysis
+from benchmark.analysis.mrmc import or_analysis
+from benchmark.analysis.ranking import (
     HOLM_FAMILIES,
     dataset_blocks,
     friedman_by_dataset,

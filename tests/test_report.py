@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.report import build_report
-from benchmark.runfile import SCHEMA_VERSION, run_path, write_json_atomic
+from benchmark.reporting import build_report
+from benchmark.training.runfile import SCHEMA_VERSION, run_path, write_json_atomic
 
 N_LESIONS = 60  # per dataset; two test images per lesion
 
@@ -256,7 +256,8 @@ def test_empty_results_folder_is_a_clear_error(tmp_path: Path) -> None:
 def test_delong_combination_follows_the_test_images() -> None:
     """Same test images across seeds: DeLong on seed-averaged probabilities; different images
     per seed: per-seed DeLong combined by Stouffer; no shared images: no DeLong."""
-    from benchmark.report import Cell, _to_run, compare
+    from benchmark.reporting.comparisons import compare
+    from benchmark.reporting.runs import Cell, to_run
 
     def cell(method: str, strength: float, shift_sources: bool = False) -> Cell:
         c = Cell("synth", "unpaired", method)
@@ -264,7 +265,7 @@ def test_delong_combination_follows_the_test_images() -> None:
             rec = _record("synth", True, "unpaired", method, seed, 2, strength)
             if shift_sources:  # each seed scored on its own images (ids differ per seed)
                 rec["predictions"]["source"] = [f"s{seed}/{s}" for s in rec["predictions"]["source"]]
-            c.ok[seed] = _to_run(rec)
+            c.ok[seed] = to_run(rec)
         return c
 
     same = compare(cell("strong", 2.5), cell("baseline", 0.6))
@@ -279,7 +280,7 @@ _CD_SCRIPT = """
 import sys
 from pathlib import Path
 import pandas as pd
-from benchmark.figures import cd_diagram
+from benchmark.analysis.figures import cd_diagram
 names = ["crd", "pkt", "ssd-kd", "kd", "rkd", "fitnets", "baseline", "crckd-nbi"]
 ranks = pd.Series([3.0, 3.0, 3.0, 4.17, 4.67, 5.0, 6.0, 7.17], index=names)
 nemenyi = pd.DataFrame(0.9, index=names, columns=names)

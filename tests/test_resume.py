@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.config import RunConfig
-from benchmark.profiles import get_profile
-from benchmark.runfile import iter_runs
-from benchmark.runner import Session
+from benchmark.settings.config import RunConfig
+from benchmark.settings.profiles import get_profile
+from benchmark.training.runfile import iter_runs
+from benchmark.training.runner import Session
 
 GRID = ["--methods", "baseline,kd", "--data", "synth", "--regimes", "paired,unpaired", "--seeds", "0",
         "--profile", "smoke", "--no-progress"]

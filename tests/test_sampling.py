@@ -67,7 +67,7 @@ def test_twin_positions_maps_table_twins_into_the_teacher_pool() -> None:
 
 
 def test_prepare_stage_stream_is_valid_and_distinct_from_training_epochs() -> None:
-    from benchmark.train import PREPARE_EPOCH
+    from benchmark.training.train import PREPARE_EPOCH
 
     sampler = ClassMatchedSampler(STUDENT, TEACHER, TWIN, 4, seed=0)
     prep = np.concatenate([p.student for p in sampler.epoch(PREPARE_EPOCH)])

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 import benchmark
-from benchmark.config import grid_from_mapping
-from benchmark.grid import parse_shard
-from benchmark.launch import SlurmOptions, launch
-from benchmark.report import build_report
-from benchmark.runfile import iter_runs
+from benchmark.orchestration.grid import parse_shard
+from benchmark.orchestration.launch import SlurmOptions, launch
+from benchmark.reporting import build_report
+from benchmark.settings.config import grid_from_mapping
+from benchmark.training.runfile import iter_runs
 
 GRID = {"methods": "baseline,kd", "data": "synth", "regimes": "unpaired,paired", "seeds": [0],
         "profile": "smoke", "progress": False}
@@ -128,7 +128,7 @@ def test_local_workers_reject_zero() -> None:
 
 
 def test_precision_and_channels_last_are_flags_over_the_paper_profile() -> None:
-    from benchmark.cli import _grid_mapping, build_parser
+    from benchmark.orchestration.cli import _grid_mapping, build_parser
 
     def profile(*flags: str):
         args = build_parser().parse_args(["run", "--profile", "paper", *flags])

@@ -11,8 +11,8 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from benchmark.metrics import auc_score, lesion_resample_weights, weighted_auc
-from benchmark.stats import (
+from benchmark.analysis.metrics import auc_score, lesion_resample_weights, weighted_auc
+from benchmark.analysis.stats import (
     delong_covariance,
     delong_seed_averaged,
     delong_stouffer,

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 import benchmark
-from benchmark.cli import main
-from benchmark.tracking import parse_log_with
+from benchmark.orchestration.cli import main
+from benchmark.settings.trackers import parse_log_with
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 

@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark import weights
-from benchmark.backbones import create_backbone
-from benchmark.profiles import PROFILES
-from benchmark.weights import (
+from benchmark.models import weights
+from benchmark.models.backbones import create_backbone
+from benchmark.models.weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PACKAGED,
@@ -27,6 +26,7 @@ from benchmark.weights import (
     load_pretrained,
     resolve_backbone,
 )
+from benchmark.settings.profiles import PROFILES
 
 skimage_data = pytest.importorskip("skimage.data")
 

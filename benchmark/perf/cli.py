@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..profiles import Profile, get_profile
+from ..settings.profiles import Profile, get_profile
 from .data import perf_data
 from .decode import measure_decode_cache
 from .flops import measure_flops

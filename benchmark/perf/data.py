@@ -9,9 +9,9 @@ import torch
 from datasets.base import DatasetBundle
 from datasets.catalog import DataRequest, load_dataset
 
-from ..inputs import ImageStore
-from ..profiles import Profile, get_profile
-from ..train import TrainData
+from ..settings.profiles import Profile, get_profile
+from ..training.inputs import ImageStore
+from ..training.train import TrainData
 from .run_setup import default_device, train_data
 
 
@@ -43,7 +43,7 @@ def perf_data(
         bundle = render_twin(profile, dataset)
     device = torch.device(device) if device is not None else default_device()
     store = ImageStore(bundle.table.images, device, profile.channels_last)
-    return PerfData(bundle=bundle, data=train_data(bundle, regime, store), profile=profile, regime=regime)
+    return PerfData(bundle=bundle, data=train_data(bundle, regime, profile, store), profile=profile, regime=regime)
 
 
 def render_twin(profile: Profile, dataset: str = "ih_polyp") -> DatasetBundle:

@@ -15,7 +15,7 @@ import torch
 from datasets.base import LoadOptions
 from datasets.images import load_images
 
-from ..inputs import ImageStore
+from ..training.inputs import ImageStore
 from .machine import load_1m, median
 
 

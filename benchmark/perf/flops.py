@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from ..backbones import create_backbone
-from ..cost import forward_flops
+from ..models.backbones import create_backbone
+from ..models.cost import forward_flops
 from .data import PerfData
 from .machine import load_1m, median
 from .run_setup import default_device

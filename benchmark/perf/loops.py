@@ -14,9 +14,9 @@ import methods
 from methods import Batch
 from methods.kd import kd_loss
 
-from ..backbones import create_backbone
-from ..profiles import Profile
-from ..train import fit
+from ..models.backbones import create_backbone
+from ..settings.profiles import Profile
+from ..training.train import fit
 from .data import PerfData
 from .run_setup import accelerator, distiller_context
 from .timing import StepClock, Timing
@@ -44,7 +44,7 @@ def harness_run(pd: PerfData, method: str, epochs: int, seed: int = 0, profile: 
         teacher = _in_memory_format(create_backbone(profile.teacher_backbone, n_classes).to(acc.device), profile)
         teacher.eval()
     d = pd.data
-    ctx = distiller_context(d, pd.regime, profile, student, teacher, epochs)
+    ctx = distiller_context(pd.bundle, pd.regime, profile, d.store, method, student, teacher, epochs)
     distiller = methods.create(method, ctx)
     clock = StepClock(profile.batch_size)
     after_step = distiller.after_step

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..profiles import Profile, get_profile
+from ..settings.profiles import Profile, get_profile
 from .data import perf_data, render_twin
 from .loops import harness_run
 from .machine import load_1m, median

@@ -9,9 +9,9 @@ import torch
 
 import methods
 
-from ..backbones import create_backbone
-from ..profiles import Profile
-from ..train import TeacherOutputCache
+from ..models.backbones import create_backbone
+from ..settings.profiles import Profile
+from ..training.train import TeacherOutputCache
 from .data import PerfData
 from .loops import harness_run
 from .machine import load_1m, median

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..backbones import create_backbone
+from ..models.backbones import create_backbone
 from .machine import median
 from .probe import probe_result, run_probe, start_probe
 

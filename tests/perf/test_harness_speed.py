@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from benchmark import perf
-from benchmark.inputs import ImageStore
+from benchmark.training.inputs import ImageStore
 from datasets.base import LoadOptions
 from datasets.images import load_images
 

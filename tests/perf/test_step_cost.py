@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 import methods
-from benchmark.backbones import create_backbone
-from benchmark.profiles import PROFILES
+from benchmark.models.backbones import create_backbone
+from benchmark.settings.profiles import PROFILES
 from methods import Batch, DistillerContext
 
 pytestmark = pytest.mark.perf

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import GridConfig
+from ..settings.config import GridConfig
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
 
@@ -91,8 +91,8 @@ def run_local_workers(grid: GridConfig, workers: int) -> list[dict[str, int]]:
     before any worker starts and workers never race on a cache file. A worker that
     dies loses only its unfinished run; the others go on, and a second call resumes.
     """
+    from ..training.runner import Session
     from .grid import load_bundles
-    from .runner import Session
 
     load_bundles(grid, Session(grid.out, grid.cache_dir))
     ctx = multiprocessing.get_context("spawn")

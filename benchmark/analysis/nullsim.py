@@ -26,7 +26,7 @@ Both methods have the same distribution, so every rejection is a false positive.
 - ``delong_clustered_seed_averaged``: the same with lesion clustering (still ignores seed variation);
 - ``paired_t_seeds``: paired t-test of per-seed AUCs over seeds (ignores lesion sampling).
 
-Run ``python -m benchmark.nullsim --replicates 2000`` for the full figure.
+Run ``python -m benchmark.analysis.nullsim --replicates 2000`` for the full figure.
 """
 
 from __future__ import annotations

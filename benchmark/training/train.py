@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,11 +27,11 @@ from tqdm.auto import tqdm
 from datasets.sampling import BatchPlan, ClassMatchedSampler, GroupSampler
 from methods.base import Batch, Distiller, Outputs
 
+from ..analysis.metrics import auc_score
+from ..models.backbones import Backbone
+from ..settings.profiles import Profile
 from . import tracking
-from .backbones import Backbone
 from .inputs import ImageStore
-from .metrics import auc_score
-from .profiles import Profile
 
 PREPARE_EPOCH = 1 << 20
 """Sampler stream of a method's pre-training stage (``Distiller.prepare``): seeded,
@@ -105,9 +107,19 @@ def sync_buffers(module: nn.Module, accelerator: Any) -> None:
             dist.broadcast(buf.data, src=0)
 
 
+def seed_everything(seed: int) -> dict[str, int]:
+    """Seed Python, NumPy and torch; returns the seeds a run file records."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    return {"python": seed, "numpy": seed, "torch": seed, "sampler": seed, "augment": seed}
+
+
 def make_sampler(
-    distiller: Distiller, data: TrainData, profile: Profile, seed: int
+    distiller: Distiller | type[Distiller], data: TrainData, profile: Profile, seed: int
 ) -> ClassMatchedSampler | GroupSampler:
+    """The batch sampler a method asks for (``sampler`` class attribute)."""
     if distiller.sampler == "group":
         group = profile.group_size or max(1, profile.batch_size // data.num_classes)
         return GroupSampler(
@@ -171,16 +183,12 @@ def weighted_total(terms: dict[str, Tensor], weights: dict[str, float], method: 
     return total
 
 
-_TOTAL = "\0total"
-
-
-def loss_values(terms: dict[str, Tensor], total: Tensor) -> dict[str, float]:
-    """Every term's value and the weighted total (under the key ``_TOTAL``) as Python
-    floats, with one device-to-host copy per step instead of one per term."""
-    names = list(terms)
+def loss_values(terms: dict[str, Tensor], total: Tensor) -> tuple[dict[str, float], float]:
+    """Every term's value and the weighted total as Python floats, with one
+    device-to-host copy per step instead of one per term."""
     dtype = torch.float32 if total.device.type == "mps" else torch.float64  # exact for every float dtype
-    flat = torch.stack([t.detach().to(dtype).reshape(()) for t in [*terms.values(), total]])
-    return dict(zip([*names, _TOTAL], flat.tolist(), strict=True))
+    *values, total_value = torch.stack([t.detach().to(dtype).reshape(()) for t in [*terms.values(), total]]).tolist()
+    return dict(zip(terms, values, strict=True)), total_value
 
 
 @torch.no_grad()
@@ -358,8 +366,7 @@ def fit(
             with accelerator.autocast():
                 s_out, terms = step_module(batch, t_out)
                 total = weighted_total(terms, weights, distiller.name)
-            values = loss_values(terms, total)
-            total_value = values.pop(_TOTAL)
+            values, total_value = loss_values(terms, total)
             if not all(math.isfinite(v) for v in values.values()) or not math.isfinite(total_value):
                 raise NonFiniteLossError(epoch, step, values)
             optimizer.zero_grad(set_to_none=True)

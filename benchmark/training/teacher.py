@@ -11,6 +11,7 @@ sha256 and the teacher's scores; a checkpoint whose hash does not match is rebui
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sys
 import time
@@ -18,20 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from datasets.base import DatasetBundle
-from methods import DistillerContext
+from datasets.images import write_atomic
+from datasets.regimes import Regime
 from methods.baseline import Baseline
 
-from .backbones import Backbone, create_backbone
-from .config import SUITE_VERSION, stable_hash
+from ..analysis.metrics import classification_metrics
+from ..models.backbones import Backbone, create_backbone
+from ..settings.config import SUITE_VERSION, stable_hash
+from ..settings.profiles import Profile
 from .inputs import ImageStore
-from .metrics import classification_metrics
-from .profiles import Profile
 from .runfile import write_json_atomic
-from .train import TrainData, fit, predict
+from .setup import training_setup
+from .train import fit, predict, seed_everything
 
 TEACHER_FIELDS = (
     "teacher_backbone", "image_size", "teacher_epochs", "teacher_lr", "batch_size", "optimizer", "weight_decay",
@@ -76,25 +78,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _train_data(bundle: DatasetBundle, store: ImageStore, modality: str) -> tuple[TrainData, np.ndarray]:
-    train, val, test = bundle.teacher_pools(modality)
-    labels = bundle.table.labels
-    data = TrainData(
-        store=store,
-        student_pool=train,
-        teacher_pool=train,
-        twin_position=np.arange(len(train)),
-        student_labels=labels[train],
-        teacher_labels=labels[train],
-        val_index=val,
-        val_labels=labels[val],
-        num_classes=bundle.num_classes,
-        class_names=bundle.classes,
-        same_view=True,
-    )
-    return data, test
-
-
 def get_teacher(
     bundle: DatasetBundle,
     store: ImageStore,
@@ -109,11 +92,9 @@ def get_teacher(
     key = teacher_key(bundle, modality, profile, seed)
     folder = cache_dir / "teachers"
     ckpt, meta_path = folder / f"{key}.pt", folder / f"{key}.json"
-    data, test_index = _train_data(bundle, store, modality)
+    _, _, test_index = bundle.teacher_pools(modality)
     # Seed before the weights are drawn: a teacher must not depend on what the process
     # ran before it (a --workers process trains several teachers in a row).
-    from .runner import seed_everything  # runner imports this module
-
     seed_everything(seed)
     model = create_backbone(profile.teacher_backbone, bundle.num_classes, profile.pretrained).to(accelerator.device)
     if profile.channels_last:
@@ -135,13 +116,8 @@ def get_teacher(
 
     if meta is None:
         started = time.perf_counter()
-        spec = model.spec(profile.image_size)
-        ctx = DistillerContext(
-            student=spec, teacher=None, num_classes=bundle.num_classes, regime="same",
-            num_student_train=len(data.student_pool), num_teacher_train=len(data.teacher_pool),
-            student_labels=torch.as_tensor(data.student_labels), teacher_labels=torch.as_tensor(data.teacher_labels),
-            num_epochs=profile.teacher_epochs, steps_per_epoch=0, batch_size=profile.batch_size,
-        )
+        data, ctx = training_setup(bundle, Regime.SAME, profile, store, method=Baseline,
+                                   student=model.spec(profile.image_size), modality=modality)
         result = fit(
             student=model, distiller=Baseline(ctx), teacher=None, data=data, profile=profile,
             epochs=profile.teacher_epochs, lr=profile.teacher_lr, weights=dict(Baseline.default_weights),
@@ -159,9 +135,9 @@ def get_teacher(
         }
         if accelerator.is_main_process:
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt.with_suffix(".pt.tmp")
-            torch.save(model.state_dict(), tmp)
-            tmp.replace(ckpt)
+            buffer = io.BytesIO()
+            torch.save(model.state_dict(), buffer)
+            write_atomic(ckpt, buffer.getvalue())
             meta["sha256"] = _sha256(ckpt)
             write_json_atomic(meta_path, meta)
         cached = False

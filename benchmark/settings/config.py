@@ -3,7 +3,7 @@
 A :class:`RunConfig` holds everything that decides one run's numbers; its
 :meth:`RunConfig.hash` keys the run file, so a finished run is skipped on the next
 call and a changed setting re-runs it. A :class:`GridConfig` is what the command line
-or a YAML grid file asks for; :func:`benchmark.grid.expand` turns it into run configs.
+or a YAML grid file asks for; :func:`benchmark.orchestration.grid.expand` turns it into run configs.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,22 @@ import yaml
 
 from .profiles import Profile, get_profile
 
-SUITE_VERSION = "0.1.0"
+
+def _suite_version() -> str:
+    """The installed distribution's version (pyproject.toml's ``version``); read from the
+    source tree's pyproject.toml when the package runs uninstalled."""
+    try:
+        return metadata.version("kdbench")
+    except metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), flags=re.M)
+        if found is None:
+            raise RuntimeError(f"no version in {pyproject}; install the package (pip install -e .)") from None
+        return found.group(1)
+
+
+SUITE_VERSION = _suite_version()
+"""Part of every run's config hash: a new release re-runs every run."""
 
 
 def stable_hash(obj: Any) -> str:
@@ -191,7 +208,7 @@ def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
     if m.get("plugin"):
         g.plugins = _split_list(m["plugin"]) if isinstance(m["plugin"], str) else list(m["plugin"])
     if m.get("log_with"):
-        from .tracking import parse_log_with
+        from .trackers import parse_log_with
 
         g.log_with = parse_log_with(m["log_with"])
     for key in ("retry_failed", "progress"):

@@ -21,12 +21,11 @@ from tqdm.auto import tqdm
 
 import methods
 from datasets.base import DatasetBundle
+from datasets.regimes import Regime, parse_regime
 
-from .config import GridConfig, RunConfig
-from .runfile import read_run, run_path, write_json_atomic
-from .runner import Session
-
-CROSS_MODAL_REGIMES = ("paired", "unpaired", "all")
+from ..settings.config import GridConfig, RunConfig
+from ..training.runfile import read_run, run_path, write_json_atomic
+from ..training.runner import Session
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -48,17 +47,14 @@ def method_regimes(method: str, requested: list[str], bundle: DatasetBundle) -> 
     out: list[str] = []
     for r in requested:
         if r == "main":
-            if bundle.cross_modal:
-                chosen = [x for x in ("paired", "unpaired", "all", "same") if x in cls.main_regimes
-                          and x in bundle.regimes()]
-            else:
-                chosen = ["same"]
+            chosen = [x for x in bundle.regimes() if x in cls.main_regimes or not bundle.cross_modal]
             out.extend(chosen or sorted(cls.main_regimes))
         else:
-            if r not in ("paired", "unpaired", "all", "same"):
-                raise ValueError(f"unknown regime {r!r}; regimes are paired, unpaired, all, same (or main)")
-            out.append(r)
-    return list(dict.fromkeys(out))
+            try:
+                out.append(parse_regime(r))
+            except ValueError as err:
+                raise ValueError(f"{err} (or main)") from None
+    return list(dict.fromkeys(str(r) for r in out))
 
 
 def expand(grid: GridConfig, bundles: dict[str, DatasetBundle]) -> list[RunConfig]:
@@ -96,7 +92,7 @@ def load_bundles(grid: GridConfig, session: Session) -> dict[str, DatasetBundle]
     profile = grid.resolved_profile()
     bundles: dict[str, DatasetBundle] = {}
     for name in grid.data:
-        probe = RunConfig(dataset=name, regime="all", method="baseline", seed=0, profile=profile,
+        probe = RunConfig(dataset=name, regime=Regime.ALL, method="baseline", seed=0, profile=profile,
                           data=grid.data_options)
         bundles[name] = session.dataset(probe)
     return bundles
@@ -116,7 +112,7 @@ def teacher_jobs(configs: list[RunConfig], bundles: dict[str, DatasetBundle]) ->
         bundle = bundles[cfg.dataset]
         if cfg.regime not in bundle.regimes():
             continue
-        modality = bundle.student_modality if cfg.regime == "same" else bundle.teacher_modality
+        modality = bundle.teaching_modality(cfg.regime)
         jobs[(cfg.dataset, modality, cfg.seed)] = None
     return list(jobs)
 
@@ -172,7 +168,7 @@ def run_grid(
         bundle = bundles[cfg.dataset]
         bar.set_postfix_str(f"{bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed}")
         path = session.path_for(cfg, bundle)
-        record = session._base_record(cfg, bundle)
+        record = session.base_record(cfg, bundle)
         done = _existing(path, record["config_hash"], grid.retry_failed)
         if done is not None:
             records.append(done)
@@ -209,7 +205,7 @@ def _ensure_teacher_rows(grid: GridConfig, session: Session, bundles: dict[str, 
     seen: set[tuple[str, str, int]] = set()
     for cfg in configs:
         bundle = bundles[cfg.dataset]
-        modality = bundle.student_modality if cfg.regime == "same" else bundle.teacher_modality
+        modality = bundle.teaching_modality(cfg.regime)
         key = (bundle.dataset_id, modality, cfg.seed)
         if key in seen or cfg.regime not in bundle.regimes():
             continue

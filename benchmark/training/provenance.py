@@ -16,7 +16,7 @@ PACKAGES = (
     "torch", "torchvision", "timm", "accelerate", "numpy", "pandas", "scikit-learn", "scipy",
     "tabulate", "pillow", "matplotlib", "scikit-posthocs", "kdbench",
 )
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def versions() -> dict[str, str]:

@@ -11,33 +11,30 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import methods
 from datasets.base import DatasetBundle
 from datasets.catalog import DataRequest, load_dataset
-from datasets.sampling import twin_positions
-from methods import DistillerContext
 
+from ..analysis.metrics import classification_metrics
+from ..models.backbones import create_backbone
+from ..models.cost import model_cost
+from ..settings.config import RunConfig
+from ..settings.profiles import Profile
 from . import tracking
-from .backbones import create_backbone
-from .config import RunConfig
-from .cost import model_cost
 from .inputs import ImageStore
-from .metrics import classification_metrics
-from .profiles import Profile
 from .provenance import provenance
 from .runfile import SCHEMA_VERSION, run_path
+from .setup import training_setup
 from .teacher import TeacherResult, dataset_fingerprint, get_teacher
-from .train import NonFiniteLossError, TrainData, fit, predict
+from .train import NonFiniteLossError, fit, predict, seed_everything
 
 
 def make_accelerator(profile: Profile, log_with: list[str] | None = None, logs: Path | None = None) -> Any:
@@ -69,14 +66,6 @@ def state_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def seed_everything(seed: int) -> dict[str, int]:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
-    return {"python": seed, "numpy": seed, "torch": seed, "sampler": seed, "augment": seed}
-
-
 class Session:
     """Shared state of the runs of one process."""
 
@@ -86,16 +75,17 @@ class Session:
         self.log_with = list(log_with or [])
         self.cache_dir = Path(cache_dir or os.environ.get("KDBENCH_CACHE") or self.out / "cache")
         self.progress = progress
-        self._accelerators: dict[str, Any] = {}
+        self._accelerator: Any = None
         self._datasets: dict[tuple, DatasetBundle] = {}
         self._stores: dict[tuple, ImageStore] = {}
         self._teachers: dict[tuple, TeacherResult] = {}
 
     # -- shared resources ---------------------------------------------------------------
     def accelerator(self, profile: Profile) -> Any:
-        if "acc" not in self._accelerators:
-            self._accelerators["acc"] = make_accelerator(profile, self.log_with, tracking.logs_dir(self.out))
-        return self._accelerators["acc"]
+        """The process's Accelerator, made on first use with ``profile``'s precision."""
+        if self._accelerator is None:
+            self._accelerator = make_accelerator(profile, self.log_with, tracking.logs_dir(self.out))
+        return self._accelerator
 
     def is_main(self, profile: Profile) -> bool:
         return bool(self.accelerator(profile).is_main_process)
@@ -131,7 +121,8 @@ class Session:
         return self._teachers[key]
 
     # -- records ------------------------------------------------------------------------
-    def _base_record(self, cfg: RunConfig, bundle: DatasetBundle | None) -> dict[str, Any]:
+    def base_record(self, cfg: RunConfig, bundle: DatasetBundle | None) -> dict[str, Any]:
+        """A run's record before it runs: identity, config and its hash, provenance."""
         fingerprint = dataset_fingerprint(bundle) if bundle is not None else ""
         method_info = methods.get(cfg.method).describe() if cfg.method in methods.available() else {}
         return {
@@ -183,7 +174,7 @@ class Session:
         """A run record for the teacher itself (the report's upper-bound row)."""
         tcfg = dataclasses.replace(cfg, regime="teacher", method=f"teacher-{teacher.modality}", method_options={},
                                    weights={})
-        rec = self._base_record(tcfg, bundle)
+        rec = self.base_record(tcfg, bundle)
         rec["config_hash"] = teacher.key
         rec["method_info"] = {"name": tcfg.method, "summary": f"{teacher.modality.upper()} teacher (upper bound)"}
         _, _, test = bundle.teacher_pools(teacher.modality)
@@ -205,7 +196,7 @@ class Session:
         return rec
 
     def run(self, cfg: RunConfig, bundle: DatasetBundle) -> dict[str, Any]:
-        record = self._base_record(cfg, bundle)
+        record = self.base_record(cfg, bundle)
         reason = self.unsupported_reason(cfg, bundle)
         if reason is not None:
             record["status"] = "unsupported"
@@ -220,7 +211,7 @@ class Session:
             store = self.store(bundle, profile)
             teacher = None
             teacher_s = 0.0
-            modality = bundle.teacher_modality if cfg.regime != "same" else bundle.student_modality
+            modality = bundle.teaching_modality(cfg.regime)
             if cls.needs_teacher:
                 tres = self.teacher(bundle, modality, profile, cfg.seed)
                 teacher = tres.model
@@ -230,29 +221,12 @@ class Session:
                                      # same condition as train.fit: outputs computed once, un-augmented
                                      "output_cache": bool(profile.teacher_cache and not cls.teacher_augmented)}
             seed_everything(cfg.seed)
-            student_pool, teacher_pool = bundle.regime_pools(cfg.regime)
-            labels = bundle.table.labels
-            if cfg.regime == "same":
-                twin = np.arange(len(student_pool))
-            else:
-                twin = twin_positions(student_pool, teacher_pool, bundle.table.twin)
-            data = TrainData(
-                store=store, student_pool=student_pool, teacher_pool=teacher_pool, twin_position=twin,
-                student_labels=labels[student_pool], teacher_labels=labels[teacher_pool],
-                val_index=bundle.splits.val_student, val_labels=labels[bundle.splits.val_student],
-                num_classes=bundle.num_classes, class_names=bundle.classes, same_view=cfg.regime == "same",
-            )
             student = create_backbone(profile.backbone, bundle.num_classes, profile.pretrained).to(acc.device)
             if profile.channels_last:
                 student = student.to(memory_format=torch.channels_last)
-            ctx = DistillerContext(
-                student=student.spec(profile.image_size),
+            data, ctx = training_setup(
+                bundle, cfg.regime, profile, store, method=cls, student=student.spec(profile.image_size),
                 teacher=teacher.spec(profile.image_size) if teacher is not None else None,
-                num_classes=bundle.num_classes, regime=cfg.regime,
-                num_student_train=len(student_pool), num_teacher_train=len(teacher_pool),
-                student_labels=torch.as_tensor(data.student_labels),
-                teacher_labels=torch.as_tensor(data.teacher_labels),
-                num_epochs=profile.epochs, steps_per_epoch=0, batch_size=profile.batch_size,
             )
             distiller = methods.create(cfg.method, ctx, **cfg.method_options)
             weights = {**cls.default_weights, **cfg.weights}
@@ -266,7 +240,7 @@ class Session:
             eval_started = time.perf_counter()
             test = bundle.splits.test_student
             prob = predict(student, store, test, profile)
-            y = labels[test]
+            y = bundle.table.labels[test]
             record["metrics"] = classification_metrics(y, prob)
             acc.log(tracking.final_scalars(record["metrics"]), step=result.steps)
             record["selection"] = {"criterion": "val_auc", "best_epoch": result.best_epoch,
@@ -298,9 +272,8 @@ class Session:
             print(f"[kdbench] run {cfg.dataset}/{cfg.regime}/{cfg.method}/seed{cfg.seed} failed: "
                   f"{type(err).__name__}: {err}", file=sys.stderr)
         finally:
-            acc = self._accelerators.get("acc")
-            if acc is not None:
-                tracking.finish_run(acc)
-                acc.free_memory()
+            if self._accelerator is not None:
+                tracking.finish_run(self._accelerator)
+                self._accelerator.free_memory()
         record["timing"]["total_s"] = time.perf_counter() - started
         return record

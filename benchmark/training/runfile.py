@@ -45,10 +45,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from datasets.images import write_atomic
 
 SCHEMA_VERSION = 1
 
@@ -81,28 +81,12 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json_atomic(path: Path | str, record: dict[str, Any]) -> Path:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    A reader never sees a half-written file: either the old file or the new one.
-    """
+    """Write ``record`` as strict JSON (NaN as null) with
+    :func:`datasets.images.write_atomic`: a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_clean(json.loads(json.dumps(record, default=_json_default))), indent=1)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, text.encode())
     return path
 
 

@@ -19,38 +19,14 @@ log nothing.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 PROJECT = "kdbench"
-TRACKERS: dict[str, str] = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "aim": "aim"}
-"""Tracker name -> the module it needs (installed by the ``kdbench[<name>]`` extra)."""
-
-
-def parse_log_with(value: str | Iterable[str] | None) -> list[str]:
-    """``"tensorboard,mlflow"`` -> ``["tensorboard", "mlflow"]``; checks the names and that
-    each tracker's package is installed, naming the extra that installs it."""
-    if value is None:
-        return []
-    items = value.split(",") if isinstance(value, str) else list(value)
-    names = list(dict.fromkeys(str(v).strip().lower() for v in items if str(v).strip()))
-    for name in names:
-        if name not in TRACKERS:
-            raise ValueError(f"--log-with {name!r} is not a tracker; choose from {', '.join(TRACKERS)} "
-                             "(several: comma-separated)")
-        if importlib.util.find_spec(TRACKERS[name]) is None:
-            raise ModuleNotFoundError(
-                f"--log-with {name} needs the {TRACKERS[name]!r} package: pip install 'kdbench[{name}]'"
-            )
-    return names
-
-
 def logs_dir(out: Path | str) -> Path:
     """Where trackers write: ``<out>/logs`` (``tensorboard --logdir <out>/logs``)."""
     return Path(out) / "logs"
@@ -134,7 +110,7 @@ def step_scalars(values: dict[str, float], total: float, weights: dict[str, floa
 def validation_scalars(y: np.ndarray, prob: np.ndarray, epoch: int) -> dict[str, float]:
     """Per-validation scalars: the validation metrics (``val/auc``, ``val/acc``, ...) and
     the epoch."""
-    from .metrics import classification_metrics
+    from ..analysis.metrics import classification_metrics
 
     out: dict[str, float] = {"epoch": float(epoch)}
     if len(prob):

@@ -1,7 +1,7 @@
 """Offline pretrained weights for backbones: packaged ImageNet weights and local checkpoints.
 
-Nothing here touches the network. ``HF_HUB_OFFLINE=1`` is set (unless already set) so
-that timm never waits on the Hugging Face hub.
+Nothing here touches the network (``benchmark/__init__.py`` sets ``HF_HUB_OFFLINE=1``,
+unless already set, so that timm never waits on the Hugging Face hub).
 
 Pretrained specs (``Profile.pretrained`` / ``--pretrained``):
 
@@ -35,15 +35,12 @@ in the expected order fails the check instead of loading silently wrong weights.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 from torch import Tensor, nn
@@ -376,7 +373,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
 def _strip_prefix(state: dict[str, Tensor], model_keys: set[str]) -> tuple[dict[str, Tensor], str]:
     """Drop a wrapper prefix (``module.`` from DataParallel, ``model.`` from the suite's
-    :class:`~benchmark.backbones.Backbone`) when every key carries it and none matches as is."""
+    :class:`~benchmark.models.backbones.Backbone`) when every key carries it and none matches as is."""
     if model_keys & set(state):
         return state, ""
     for prefix in ("module.", "model.", "module.model."):

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from . import figures
+from ...analysis import figures
+from ..naming import regime_key, regime_name
 
 TASK_TERM = "ce"
 AUC_DROP = 0.10
@@ -144,12 +145,11 @@ def runs_to_look_at(curves: Iterable[RunCurve], auc_drop: float = AUC_DROP, grow
     return found
 
 
-def add_curve_figures(builder: Any, ds: str, cells: Sequence[Any], regime_label: Mapping[str, str]) -> None:
+def add_curve_figures(builder: Any, ds: str, cells: Sequence[Any]) -> None:
     """The report's training-curve figures for dataset ``ds`` (validation AUC and
     distillation loss per epoch, one panel per regime, one line per method) and the
-    list of runs to look at. ``builder`` is the report builder (``emit``,
+    list of runs to look at. ``builder`` is the report document (``emit``,
     ``add_figure``, ``fig_dir``, ``out``, ``r.label``); ``cells`` its cells of ``ds``."""
-    order = list(regime_label)
     by_cell: list[tuple[Any, list[RunCurve]]] = []
     for cell in cells:
         if cell.is_teacher:
@@ -159,7 +159,7 @@ def add_curve_figures(builder: Any, ds: str, cells: Sequence[Any], regime_label:
             by_cell.append((cell, curves))
     if not by_cell:
         return
-    by_cell.sort(key=lambda item: order.index(item[0].regime) if item[0].regime in order else len(order))
+    by_cell.sort(key=lambda item: regime_key(item[0].regime))
     label = builder.r.label(ds)
     slug = "".join(ch if ch.isalnum() else "_" for ch in ds).strip("_").lower() or "dataset"
     builder.emit(f"### {label}: training curves", "")
@@ -171,7 +171,7 @@ def add_curve_figures(builder: Any, ds: str, cells: Sequence[Any], regime_label:
         for cell, curves in by_cell:
             stats = cell_mean(curves, series)
             if stats is not None:
-                panels.setdefault(regime_label.get(cell.regime, cell.regime), []).append(
+                panels.setdefault(regime_name(cell.regime), []).append(
                     figures.EpochCurve(cell.method, *stats))
         if not panels:
             continue

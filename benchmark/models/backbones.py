@@ -142,7 +142,7 @@ def create_backbone(name: str, num_classes: int, pretrained: str = "", **kwargs:
     """Build a timm model by name, optionally loading weights, wrapped as a :class:`Backbone`.
 
     ``pretrained``: ``""`` for random init, ``builtin`` for the ImageNet weights that ship
-    inside a registry package, or a local checkpoint path (see :mod:`benchmark.weights`).
+    inside a registry package, or a local checkpoint path (see :mod:`benchmark.models.weights`).
     A name tagged ``.imagenet`` (``efficientnet_lite0.imagenet``) means ``builtin``.
     """
     from .weights import load_pretrained, resolve_backbone

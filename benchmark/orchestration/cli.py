@@ -16,8 +16,6 @@ import os
 import sys
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 SUBCOMMANDS = ("run", "list", "report", "rerun")
 LAUNCH_KEYS = ("launcher", "tasks", "partition", "account", "gpus_per_task", "cpus_per_task", "time_min", "mem_gb",
                "array_parallelism", "wait", "workers")
@@ -88,7 +86,7 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _grid_mapping(args: argparse.Namespace) -> dict[str, Any]:
-    from .config import load_grid_file
+    from ..settings.config import load_grid_file
 
     mapping: dict[str, Any] = load_grid_file(args.config) if args.config else {}
     for key, value in vars(args).items():
@@ -99,8 +97,8 @@ def _grid_mapping(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import run_grid_config
-    from .config import grid_from_mapping
+    from .. import run_grid_config
+    from ..settings.config import grid_from_mapping
 
     grid = grid_from_mapping(_grid_mapping(args))
     if args.launcher == "local" and args.workers <= 1:
@@ -124,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"[kdbench] {sum(counts.values())} run(s): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
           file=sys.stderr)
     if args.report:
-        from .report import build_report
+        from ..reporting.builder import build_report
 
         print(build_report(grid.out))
     return 0
@@ -133,15 +131,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     import methods
     from datasets.catalog import layouts, synthetic_names
+    from datasets.regimes import REGIMES
 
-    from .profiles import PROFILES
+    from ..settings.profiles import PROFILES
 
     for plugin in args.plugin or []:
         methods.load_plugin(plugin)
     rows = []
     for name in methods.available():
         cls = methods.get(name)
-        rows.append((name, ",".join(r for r in ("paired", "unpaired", "all", "same") if r in cls.regimes),
+        rows.append((name, ",".join(r for r in REGIMES if r in cls.regimes),
                      cls.summary))
     width = max(len(r[0]) for r in rows)
     rwidth = max(len(r[1]) for r in rows)
@@ -158,7 +157,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
+    from ..reporting.builder import build_report
 
     path = build_report(args.results, args.out)
     print(path)
@@ -166,7 +165,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from . import rerun
+    from .. import rerun
 
     record, original = rerun(args.run_file, out=args.out)
     keys = ("auc", "f1", "acc")

@@ -1,0 +1,70 @@
+"""Names and order of rows: methods, training data (regimes) and teachers.
+
+Rows run teacher, baseline, the other methods, then each method that declares
+ablations (:func:`methods.ablations`) followed by its variants; training data in
+:data:`datasets.regimes.REGIMES` order, teachers' rows last.
+"""
+
+from __future__ import annotations
+
+import methods
+from datasets.regimes import REGIMES, Regime
+
+BASELINE = "baseline"
+TEACHER = "teacher"
+"""The run-file regime of the teachers' own rows (the upper bound)."""
+REGIME_ORDER: tuple[str, ...] = (*REGIMES, TEACHER)
+
+
+def regime_name(regime: str) -> str:
+    """The paper's name of a regime's training data (``D_p``, ``D_unp``, ...)."""
+    return Regime(regime).label if regime in REGIMES else regime
+
+
+def regime_key(regime: str) -> int:
+    return REGIME_ORDER.index(regime) if regime in REGIME_ORDER else len(REGIME_ORDER)
+
+
+def is_teacher(regime: str, method: str) -> bool:
+    return regime == TEACHER or method.startswith("teacher-")
+
+
+def ablated() -> dict[str, methods.Ablations]:
+    """Every method that declares ablation variants, with its declaration."""
+    return methods.ablations()
+
+
+def method_rank(method: str) -> tuple[int, str]:
+    if method == "teacher-nbi":
+        return (0, method)
+    if method.startswith("teacher-"):
+        return (1, method)
+    if method == BASELINE:
+        return (2, method)
+    studies = ablated()
+    if method in studies:
+        return (4, method)
+    if any(method in study.variants() for study in studies.values()):
+        return (5, method)
+    return (3, method)
+
+
+def cell_order(regime: str, method: str) -> tuple:
+    return (*method_rank(method), regime_key(regime), regime)
+
+
+def method_label(method: str) -> str:
+    if method.startswith("teacher-"):
+        return (
+            f"{method.removeprefix('teacher-').upper()} teacher (upper bound)"
+            if method == "teacher-nbi"
+            else (f"{method.removeprefix('teacher-').upper()} teacher")
+        )
+    return method
+
+
+def regime_label(regime: str, method: str) -> str:
+    """The "training data" column: the regime's name, or a teacher's train images."""
+    if is_teacher(regime, method):
+        return f"{method.removeprefix('teacher-').upper()} train images"
+    return regime_name(regime)
