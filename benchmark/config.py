@@ -51,8 +51,13 @@ class RunConfig:
     data: DataOptions = field(default_factory=DataOptions)
     method_options: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
+    folds: int = 0
+    """k of lesion-level k-fold cross-validation (0: the dataset's one fixed split)."""
+    fold: int = 0
+    """Which fold is the test set when ``folds`` > 0."""
 
     def as_dict(self) -> dict[str, Any]:
+        fold = {"folds": {"k": self.folds, "fold": self.fold}} if self.folds else {}
         return {
             "dataset": self.dataset,
             "regime": self.regime,
@@ -63,6 +68,7 @@ class RunConfig:
             "method_options": dict(self.method_options),
             "weights": dict(self.weights),
             "suite_version": SUITE_VERSION,
+            **fold,
         }
 
     def hash(self, dataset_fingerprint: str = "") -> str:
@@ -84,6 +90,8 @@ class RunConfig:
             data=DataOptions(**d.get("data", {})),
             method_options=dict(d.get("method_options", {})),
             weights={k: float(v) for k, v in d.get("weights", {}).items()},
+            folds=int((d.get("folds") or {}).get("k", 0)),
+            fold=int((d.get("folds") or {}).get("fold", 0)),
         )
 
 
@@ -110,6 +118,9 @@ class GridConfig:
     retry_failed: bool = False
     shard: str | None = None
     progress: bool = True
+    folds: int | None = None
+    """Lesion-level k-fold cross-validation: k folds, 0 for one fixed split, ``None`` for
+    the default (:func:`benchmark.folds.resolve_folds`)."""
 
     def resolved_profile(self) -> Profile:
         """The named profile with this grid's overrides. Pretrained weights (from
@@ -171,7 +182,7 @@ def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
     overrides = dict(m.get("profile_overrides") or {})
     for key in ("backbone", "teacher_backbone", "epochs", "teacher_epochs", "image_size", "batch_size",
                 "pretrained", "group_size", "lr", "data_scale", "precision", "teacher_cache", "normalize",
-                "bn_recalibration", "channels_last"):
+                "bn_recalibration", "channels_last", "min_steps"):
         if m.get(key) is not None:
             overrides[key] = m[key]
     g.profile_overrides = overrides
@@ -187,6 +198,8 @@ def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
         g.weights = parse_assignments(w, "--weight") if isinstance(w, list) else dict(w)
     if m.get("plugin"):
         g.plugins = _split_list(m["plugin"]) if isinstance(m["plugin"], str) else list(m["plugin"])
+    if m.get("folds") is not None:
+        g.folds = int(m["folds"])
     for key in ("retry_failed", "progress"):
         if m.get(key) is not None:
             setattr(g, key, bool(m[key]))

@@ -45,6 +45,10 @@ class Profile:
         normalize: input normalisation, ``none`` (pixels scaled to [0, 1]) or
             ``imagenet`` (the mean/std that go with ImageNet-pretrained weights).
         val_every: validate every k epochs (model selection on validation AUC).
+        min_steps: floor on optimiser steps (``0``: epochs only): a run trains
+            ``max(epochs, ceil(min_steps / steps_per_epoch))`` epochs, so a small training
+            set still gets ``min_steps`` steps (:mod:`benchmark.schedule`); validations keep
+            the cadence of the profile's epochs.
         bn_recalibration: before each validation, replace batch-norm running statistics
             by the batch statistics of this many un-augmented training images
             (PreciseBN; ``0``: off). Short schedules need it: after a few dozen steps the
@@ -74,6 +78,7 @@ class Profile:
     normalize: str = "none"
     val_every: int = 1
     bn_recalibration: int = 0
+    min_steps: int = 0
 
     def replace(self, **overrides: Any) -> Profile:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}

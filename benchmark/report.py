@@ -32,7 +32,9 @@ import numpy as np
 import pandas as pd
 
 from . import figures
+from .folds import pool_folds
 from .metrics import bootstrap_ci, weighted_metrics
+from .probe_section import probe_section, steps_text
 from .runfile import iter_runs
 from .stats import (
     DeLongResult,
@@ -106,7 +108,7 @@ class Cell:
 
     @property
     def is_teacher(self) -> bool:
-        return self.regime == "teacher" or self.method.startswith("teacher-")
+        return self.regime in ("teacher", "reference") or self.method.startswith("teacher-")  # not a student
 
     @property
     def seeds(self) -> list[int]:
@@ -164,7 +166,7 @@ class Results:
 
     @classmethod
     def load(cls, root: Path) -> Results:
-        records = iter_runs(root)
+        records = pool_folds(iter_runs(root))  # k-fold runs: one pooled record per (method, seed)
         cells: dict[tuple[str, str, str], Cell] = {}
         synthetic: dict[str, bool] = {}
         for rec in records:
@@ -244,7 +246,7 @@ def method_label(method: str) -> str:
 
 def regime_label(cell: Cell) -> str:
     if cell.is_teacher:
-        return f"{cell.method.removeprefix('teacher-').upper()} train images"
+        return f"{cell.method.split('-', 1)[-1].upper()} train images"  # teacher-nbi, probe-wli
     return REGIME_LABEL.get(cell.regime, cell.regime)
 
 
@@ -549,6 +551,7 @@ class ReportBuilder:
         self.friedman_section()
         self.ablation_section()
         self.gap_section()
+        self.emit(*probe_section(self.r))
         self.inventory_section()
         self.deviations_section()
         path = self.out / "REPORT.md"
@@ -1203,8 +1206,8 @@ class ReportBuilder:
         table = Table(
             "inventory",
             "Runs per (dataset, training data, method)",
-            ["dataset", "training data", "method", "ok", "seeds", "failed", "unsupported", "message"],
-            numeric={3, 5, 6},
+            ["dataset", "training data", "method", "ok", "seeds", "steps", "failed", "unsupported", "message"],
+            numeric={3, 6, 7},
         )
         for key in sorted(self.r.cells, key=lambda k: (k[0], *_cell_order(self.r.cells[k]))):
             c = self.r.cells[key]
@@ -1226,6 +1229,7 @@ class ReportBuilder:
                     TCell(c.method),
                     TCell(str(len(c.ok)), {"ok": len(c.ok)}),
                     TCell(",".join(map(str, c.seeds)), {"seeds": " ".join(map(str, c.seeds))}),
+                    TCell(steps_text(c), {"steps": steps_text(c)}),
                     TCell(
                         str(len(c.failed)) + (f" (seed {','.join(map(str, failed_seeds))})" if failed_seeds else ""),
                         {"failed": len(c.failed)},

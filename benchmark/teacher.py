@@ -31,11 +31,12 @@ from .inputs import ImageStore
 from .metrics import classification_metrics
 from .profiles import Profile
 from .runfile import write_json_atomic
+from .schedule import schedule
 from .train import TrainData, fit, predict
 
 TEACHER_FIELDS = (
     "teacher_backbone", "image_size", "teacher_epochs", "teacher_lr", "batch_size", "optimizer", "weight_decay",
-    "momentum", "augment", "normalize", "pretrained", "precision", "channels_last", "val_every",
+    "momentum", "augment", "normalize", "pretrained", "precision", "channels_last", "val_every", "min_steps",
 )
 
 
@@ -136,17 +137,18 @@ def get_teacher(
     if meta is None:
         started = time.perf_counter()
         spec = model.spec(profile.image_size)
+        plan = schedule(profile, profile.teacher_epochs, len(data.student_pool))
         ctx = DistillerContext(
             student=spec, teacher=None, num_classes=bundle.num_classes, regime="same",
             num_student_train=len(data.student_pool), num_teacher_train=len(data.teacher_pool),
             student_labels=torch.as_tensor(data.student_labels), teacher_labels=torch.as_tensor(data.teacher_labels),
-            num_epochs=profile.teacher_epochs, steps_per_epoch=0, batch_size=profile.batch_size,
+            num_epochs=plan.epochs, steps_per_epoch=0, batch_size=profile.batch_size,
         )
         result = fit(
             student=model, distiller=Baseline(ctx), teacher=None, data=data, profile=profile,
-            epochs=profile.teacher_epochs, lr=profile.teacher_lr, weights=dict(Baseline.default_weights),
+            epochs=plan.epochs, lr=profile.teacher_lr, weights=dict(Baseline.default_weights),
             seed=seed, accelerator=accelerator, progress=progress,
-            description=f"teacher {bundle.dataset_id}/{modality}/seed{seed}",
+            description=f"teacher {bundle.dataset_id}/{modality}/seed{seed}", val_every=plan.val_every,
         )
         accelerator.free_memory()
         prob = predict(model, store, test_index, profile)
@@ -155,6 +157,7 @@ def get_teacher(
             "key": key, "modality": modality, "dataset": bundle.dataset_id, "seed": seed,
             "backbone": profile.teacher_backbone, "best_epoch": result.best_epoch, "val_auc": result.best_val_auc,
             "metrics": metrics, "train_s": time.perf_counter() - started, "history": result.history,
+            "steps": result.steps, "epochs": plan.epochs,
             "test_prob": prob.tolist(),
         }
         if accelerator.is_main_process:
