@@ -5,7 +5,10 @@ expands methods x datasets x regimes x seeds into :class:`RunConfig` s, keeps th
 shard's share (``--shard i/n``: every n-th run of the sorted list, deterministic),
 skips runs whose file already holds the same config hash, and runs the rest, writing
 each run file atomically as soon as it finishes. Teachers are scored into their own
-run files (the report's upper-bound rows).
+run files (the report's upper-bound rows). Under k-fold cross-validation
+(:mod:`benchmark.folds`) every run and teacher exists once per fold, each fold its own
+file; with pretrained weights, linear-probe reference rows (:mod:`benchmark.probe`) are
+written per fold too.
 """
 
 from __future__ import annotations
