@@ -273,3 +273,39 @@ def test_kfold_grid_writes_one_file_per_fold_resumes_and_pools_in_the_report(tmp
 
 def res_lesions(root: Path) -> list[str]:
     return [p.stem for p in (root / "wli").rglob("*.png")]
+
+
+def test_report_pools_folds_and_says_when_a_student_falls_below_its_probe(tmp_path):
+    from benchmark.report import build_report
+    from benchmark.runfile import run_path, write_json_atomic
+
+    rng = np.random.default_rng(5)
+    k, n = 3, 45
+    y = np.arange(n) % 3
+    lesions = [f"L{i}" for i in range(n)]
+    fold_of = np.arange(n) % k
+
+    def prob(strength: float) -> np.ndarray:
+        logits = rng.normal(size=(n, 3)) + strength * np.eye(3)[y]
+        e = np.exp(logits)
+        return e / e.sum(1, keepdims=True)
+
+    rows = [("paired", "baseline", 0.3, 0), ("reference", "probe-wli", 3.0, 0), ("teacher", "teacher-nbi", 3.0, 0)]
+    for regime, method, strength, steps in rows:
+        for seed in (0, 1):
+            p = prob(strength)
+            for f in range(k):
+                sel = np.flatnonzero(fold_of == f)
+                rec = _fold_record(f, k, seed, [lesions[i] for i in sel], y[sel], p[sel])
+                rec.update(regime=regime, method=method, config_hash=f"{method}{seed}{f}")
+                rec["timing"]["steps"] = 200 + f if method == "baseline" else steps
+                rec["predictions"]["modality"] = "nbi" if method == "teacher-nbi" else "wli"
+                write_json_atomic(run_path(tmp_path, "d", regime, method, seed, f), rec)
+    text = build_report(tmp_path, n_boot=50).read_text()
+    assert "## Linear-probe yardsticks" in text
+    section = text.split("## Linear-probe yardsticks")[1].split("\n## ")[0]
+    assert "**Below their probe**: `baseline` (paired)" in section
+    assert "teacher-nbi" not in section.split("Below their probe")[1]  # the NBI teacher has no NBI probe here
+    inventory = text.split("## Run inventory")[1]
+    assert "| paired | baseline | 2 | 0,1 | 200–202 |" in inventory.replace("D_p", "paired")
+    assert "| 45 | 45 |" in text  # datasets table: the pooled test set, every lesion once
