@@ -269,6 +269,11 @@ def test_kfold_grid_writes_one_file_per_fold_resumes_and_pools_in_the_report(tmp
     assert sorted(run.lesion) == sorted(set(map(str, res_lesions(root))))
     teacher = res.cells[("folder-d", "teacher", "teacher-nbi")].ok[0]
     assert len(teacher.y) == 12
+    from benchmark import rerun
+
+    again, original = rerun(out / "runs" / "folder-d" / "paired" / "baseline" / "seed0-fold1.json", tmp_path / "re")
+    assert again["predictions"]["lesion"] == original["predictions"]["lesion"]  # the same fold's test lesions
+    assert again["metrics"]["auc"] == original["metrics"]["auc"]
 
 
 def res_lesions(root: Path) -> list[str]:
