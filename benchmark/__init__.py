@@ -88,5 +88,5 @@ def rerun(run_file: str | Path, out: str | Path | None = None) -> tuple[dict[str
         torch.set_num_threads(threads)
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="kdbench-rerun-"))
     session = Session(out)
-    record = session.run(cfg, session.dataset(cfg))
+    record = session.run(cfg, session.fold(session.dataset(cfg), cfg))  # a fold run repeats its own fold
     return record, original

@@ -115,6 +115,15 @@ class DatasetBundle:
     provenance: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if len(self.classes) < 2:
+            where = self.provenance.get("root") or self.name
+            found = ", ".join(repr(c) for c in self.classes) or "none"
+            raise DataError(
+                f"dataset {self.dataset_id!r} at {where} has {len(self.classes)} class ({found}); classification "
+                "needs at least 2 classes. Add a folder per class (<root>/<modality>/<class>/<image>)."
+            )
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

@@ -76,6 +76,13 @@ def make_splits(
 ) -> Splits:
     """Lesion-level splits; D_p from training twins, D_unp from the rest."""
     lesion_split = assign_lesion_splits(table, classes, seed, val_fraction, test_fraction)
+    return splits_from_assignment(table, lesion_split, student_modality, teacher_modality)
+
+
+def splits_from_assignment(
+    table: ImageTable, lesion_split: dict[str, str], student_modality: str, teacher_modality: str
+) -> Splits:
+    """:class:`Splits` from a lesion -> ``train``/``val``/``test`` map (every lesion of the table)."""
     split = np.array([lesion_split[str(le)] for le in table.lesion])
     is_s = table.modality == student_modality
     is_t = table.modality == teacher_modality

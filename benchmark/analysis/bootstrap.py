@@ -3,7 +3,7 @@
 - :func:`lesion_bootstrap_ci` answers: within what range does a model's (seed-mean) metric lie,
   given that the test lesions are a sample? Lesions are resampled (all views together, within
   each class), 10,000 times by default, in chunks so memory stays bounded, with the vectorised
-  metrics of :mod:`benchmark.metrics`. ``method="bca"`` gives Efron's bias-corrected and
+  metrics of :mod:`benchmark.analysis.metrics`. ``method="bca"`` gives Efron's bias-corrected and
   accelerated interval (Efron, JASA 82:171, 1987; Efron & Tibshirani 1993, ch. 14), with the
   acceleration from the leave-one-lesion-out jackknife; ``"percentile"`` the plain percentile
   interval.
@@ -112,7 +112,7 @@ def lesion_bootstrap_ci(
         y: true class per test image; prob: (N, K) probabilities, or one such array per seed (the
             statistic is then the seed-mean metric and each resample draws the same lesions for all).
         lesion: lesion id per image (``None``: images are the units).
-        metric: a name from :data:`benchmark.metrics.METRIC_NAMES`.
+        metric: a name from :data:`benchmark.analysis.metrics.METRIC_NAMES`.
         n_boot: resamples (default 10,000); chunk: resamples computed at once (bounds memory).
         method: "bca" or "percentile"; stratified: resample lesions within each class.
     """

@@ -353,7 +353,7 @@ def clustered_delong_test(
 
     Answers: is model A's AUC different from model B's on this population of lesions, with the
     test images as the only randomness (no training seeds)? Use the MRMC analysis in
-    :mod:`benchmark.mrmc` when several seeds per method exist.
+    :mod:`benchmark.analysis.mrmc` when several seeds per method exist.
     """
     y = np.asarray(y, dtype=np.int64)
     auc, cov = auc_covariance(y, _stack_readers(y, [prob_a, prob_b]), lesion, "delong")

@@ -10,7 +10,7 @@ The benchmark's design maps onto an MRMC study as follows:
 
 The figure of merit of one (method, seed) is the empirical AUC (binary) or the macro
 one-vs-rest AUC (more classes; the AUC the tables show). Its covariance over cases comes from
-:mod:`benchmark.clustered_auc`: clustered DeLong structural components (Obuchowski 1997) or the
+:mod:`benchmark.analysis.clustered_auc`: clustered DeLong structural components (Obuchowski 1997) or the
 leave-one-lesion-out jackknife.
 
 Obuchowski-Rockette (OR) model (Obuchowski & Rockette, Commun Stat Simul Comput 24:285, 1995):

@@ -20,7 +20,7 @@ its sigmoid as the probability):
 Both methods have the same distribution, so every rejection is a false positive. Tests:
 
 - ``or_delong`` / ``or_jackknife``: the primary test, OR RRRC with Hillis ddf, seeds as readers
-  and lesions as cases (:mod:`benchmark.mrmc`), DeLong-clustered or jackknife covariance;
+  and lesions as cases (:mod:`benchmark.analysis.mrmc`), DeLong-clustered or jackknife covariance;
 - ``delong_image_seed0``: DeLong over images (views as independent), one seed per method;
 - ``delong_seed_averaged``: DeLong over images on the seed-averaged probabilities;
 - ``delong_clustered_seed_averaged``: the same with lesion clustering (still ignores seed variation);

@@ -1,7 +1,7 @@
 """Power of the Obuchowski-Rockette / Hillis RRRC test, and the smallest AUC difference it detects.
 
 Answers: with this many seeds (readers) and test lesions (cases), how large must the true
-difference of two methods' mean AUCs be for the primary test (:mod:`benchmark.mrmc`, RRRC) to
+difference of two methods' mean AUCs be for the primary test (:mod:`benchmark.analysis.mrmc`, RRRC) to
 find it with the requested power? Method: Hillis, Obuchowski & Berbaum, Acad Radiol 18:129-142
 (2011), sections "OR power" (also Hillis & Obuchowski et al. 2004), two treatments:
 

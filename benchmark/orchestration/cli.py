@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-SUBCOMMANDS = ("run", "list", "report", "rerun")
+SUBCOMMANDS = ("run", "list", "report", "rerun", "make-standin")
 LAUNCH_KEYS = ("launcher", "tasks", "partition", "account", "gpus_per_task", "cpus_per_task", "time_min", "mem_gb",
                "array_parallelism", "wait", "workers")
 
@@ -34,6 +34,9 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", help="results folder (default results/)")
     g.add_argument("--cache-dir", help="teacher and image cache (default <out>/cache or $KDBENCH_CACHE)")
     g.add_argument("--shard", help="i/n: run every n-th run of the sorted grid, starting at i")
+    g.add_argument("--folds", type=int, help="lesion-level stratified k-fold cross-validation with k folds, "
+                                             "pooled per seed (0: one fixed split). Default: 5 folds for real "
+                                             "data with fewer than 300 lesions, one fixed split otherwise")
     g.add_argument("--retry-failed", action="store_true", default=None, help="re-run runs recorded as failed")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     g.add_argument("--log-with", help="experiment trackers, comma list of tensorboard, wandb, mlflow, aim (through "
@@ -55,6 +58,8 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     o.add_argument("--normalize", choices=["none", "imagenet"], help="input normalisation (default: imagenet with "
                                                                      "pretrained weights, none otherwise)")
     o.add_argument("--teacher-cache", action="store_true", default=None)
+    o.add_argument("--min-steps", type=int, help="floor on optimiser steps per training (epochs are raised "
+                                                  "to reach it; 0: epochs only)")
     o.add_argument("--bn-recalibration", type=int, help="training images for batch-norm recalibration before each "
                                                          "validation (0: off)")
     d = p.add_argument_group("data")
@@ -175,6 +180,18 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return 0 if same else 1
 
 
+def cmd_make_standin(args: argparse.Namespace) -> int:
+    from datasets.standin import make_standin
+
+    from .profiles import get_profile
+
+    size = args.image_size or get_profile("real").image_size
+    counts = make_standin(args.folder, size, args.seed)
+    print(f"{args.folder}: {sum(counts.values())} lesions ({', '.join(f'{v} {k}' for k, v in counts.items())}), "
+          f"one WLI and one NBI image each, {size} px; run it with --data folder:{args.folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdbench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     rr = sub.add_parser("rerun", help="repeat one run from its own run file and compare metrics")
     rr.add_argument("run_file")
     rr.add_argument("--out", help="results folder for the repeat (default: a temporary folder)")
+    st = sub.add_parser("make-standin", help="write the 76-lesion synthetic stand-in of a small paired WLI/NBI "
+                                             "set as a folder layout")
+    st.add_argument("folder", help="new folder (name it ...-synthetic so reports label it SYNTHETIC)")
+    st.add_argument("--image-size", type=int, help="pixels (default: the real profile's)")
+    st.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -197,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "rerun": cmd_rerun}
+    handlers = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "rerun": cmd_rerun,
+                "make-standin": cmd_make_standin}
     try:
         return handlers[args.command](args)
     except (KeyError, ValueError, FileNotFoundError, ModuleNotFoundError) as err:

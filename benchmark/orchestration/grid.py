@@ -5,7 +5,10 @@ expands methods x datasets x regimes x seeds into :class:`RunConfig` s, keeps th
 shard's share (``--shard i/n``: every n-th run of the sorted list, deterministic),
 skips runs whose file already holds the same config hash, and runs the rest, writing
 each run file atomically as soon as it finishes. Teachers are scored into their own
-run files (the report's upper-bound rows).
+run files (the report's upper-bound rows). Under k-fold cross-validation
+(:mod:`benchmark.training.folds`) every run and teacher exists once per fold, each fold its own
+file; with pretrained weights, linear-probe reference rows (:mod:`benchmark.training.probe`) are
+written per fold too.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from datasets.base import DatasetBundle
 from datasets.regimes import Regime, parse_regime
 
 from ..settings.config import GridConfig, RunConfig
+from ..training.folds import resolve_folds
+from ..training.probe import write_probe_rows
 from ..training.runfile import read_run, run_path, write_json_atomic
 from ..training.runner import Session
 
@@ -62,16 +67,17 @@ def expand(grid: GridConfig, bundles: dict[str, DatasetBundle]) -> list[RunConfi
     names = methods.expand_methods(grid.methods)
     configs = []
     for data_name, bundle in bundles.items():
+        k = resolve_folds(grid.folds, bundle)
         for method in names:
             for regime in method_regimes(method, grid.regimes, bundle):
                 for seed in grid.seeds:
-                    configs.append(RunConfig(
+                    configs.extend(RunConfig(
                         dataset=data_name, regime=regime, method=method, seed=seed, profile=profile,
                         data=dataclasses.replace(grid.data_options),
                         method_options=dict(grid.method_options.get(method, {})),
-                        weights=dict(grid.weights.get(method, {})),
-                    ))
-    configs.sort(key=lambda c: (bundles[c.dataset].dataset_id, c.seed, c.regime, c.method))
+                        weights=dict(grid.weights.get(method, {})), folds=k, fold=fold,
+                    ) for fold in range(max(1, k)))
+    configs.sort(key=lambda c: (bundles[c.dataset].dataset_id, c.seed, c.fold, c.regime, c.method))
     return configs
 
 
@@ -104,17 +110,18 @@ def shard_configs(grid: GridConfig, bundles: dict[str, DatasetBundle]) -> list[R
     return expand(grid, bundles)[shard_i::shard_n]
 
 
-def teacher_jobs(configs: list[RunConfig], bundles: dict[str, DatasetBundle]) -> list[tuple[str, str, int]]:
-    """(dataset, modality, seed) of every teacher that ``configs`` need, each once, in
-    grid order (methods without a teacher still get the upper-bound row)."""
-    jobs: dict[tuple[str, str, int], None] = {}
+def teacher_jobs(configs: list[RunConfig], bundles: dict[str, DatasetBundle]) -> list[tuple[RunConfig, str]]:
+    """(a run config, modality) of every teacher that ``configs`` need, each once per
+    (dataset, modality, seed, fold), in grid order (methods without a teacher still get
+    the upper-bound row)."""
+    jobs: dict[tuple[str, str, int, int], tuple[RunConfig, str]] = {}
     for cfg in configs:
         bundle = bundles[cfg.dataset]
         if cfg.regime not in bundle.regimes():
             continue
         modality = bundle.teaching_modality(cfg.regime)
-        jobs[(cfg.dataset, modality, cfg.seed)] = None
-    return list(jobs)
+        jobs.setdefault((cfg.dataset, modality, cfg.seed, cfg.fold), (cfg, modality))
+    return list(jobs.values())
 
 
 def train_teachers(grid: GridConfig, worker: tuple[int, int] = (0, 1)) -> int:
@@ -124,8 +131,8 @@ def train_teachers(grid: GridConfig, worker: tuple[int, int] = (0, 1)) -> int:
     bundles = load_bundles(grid, session)
     profile = grid.resolved_profile()
     jobs = teacher_jobs(shard_configs(grid, bundles), bundles)[worker[0]::worker[1]]
-    for dataset, modality, seed in jobs:
-        session.teacher(bundles[dataset], modality, profile, seed)
+    for cfg, modality in jobs:
+        session.teacher(session.fold(bundles[cfg.dataset], cfg), modality, profile, cfg.seed)
     return len(jobs)
 
 
@@ -165,7 +172,7 @@ def run_grid(
     mine: list[RunConfig] = []
     for position, cfg in bar:
         mine.append(cfg)
-        bundle = bundles[cfg.dataset]
+        bundle = session.fold(bundles[cfg.dataset], cfg)
         bar.set_postfix_str(f"{bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed}")
         path = session.path_for(cfg, bundle)
         record = session.base_record(cfg, bundle)
@@ -190,6 +197,8 @@ def run_grid(
                 f"{bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed} {_describe(record)}; "
                 f"ETA {eta / 60:.1f} min")
     _ensure_teacher_rows(grid, session, bundles, mine, main)
+    if main:
+        write_probe_rows(session, bundles, mine, grid.out)
     failed = [r for r in records if r.get("status") == "failed"]
     if failed:
         log(f"[kdbench] {len(failed)} run(s) failed; their files hold the error. First: "
@@ -202,15 +211,16 @@ def _ensure_teacher_rows(grid: GridConfig, session: Session, bundles: dict[str, 
                          configs: list[RunConfig], main: bool) -> None:
     """Every (dataset, seed) of the grid gets its teacher's row, even when only
     teacher-free methods (``baseline``) ran, so the report always has the upper bound."""
-    seen: set[tuple[str, str, int]] = set()
+    seen: set[tuple[str, str, int, int]] = set()
     for cfg in configs:
-        bundle = bundles[cfg.dataset]
+        bundle = session.fold(bundles[cfg.dataset], cfg)
         modality = bundle.teaching_modality(cfg.regime)
-        key = (bundle.dataset_id, modality, cfg.seed)
+        key = (bundle.dataset_id, modality, cfg.seed, cfg.fold)
         if key in seen or cfg.regime not in bundle.regimes():
             continue
         seen.add(key)
-        tpath = run_path(grid.out, bundle.dataset_id, "teacher", f"teacher-{modality}", cfg.seed)
+        tpath = run_path(grid.out, bundle.dataset_id, "teacher", f"teacher-{modality}", cfg.seed,
+                         cfg.fold if cfg.folds else None)
         tres = session.teacher(bundle, modality, cfg.profile, cfg.seed)
         existing = read_run(tpath)
         if main and (existing is None or existing.get("config_hash") != tres.key):

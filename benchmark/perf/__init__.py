@@ -6,7 +6,7 @@
 
 Sections (each a module here with one ``measure_*`` function, usable from tests and notebooks):
 
-- ``throughput``: images per second of :func:`benchmark.train.fit`'s training steps
+- ``throughput``: images per second of :func:`benchmark.training.train.fit`'s training steps
   (``FitResult.train_s``: validation excluded) for ``baseline`` and ``kd`` against a
   bare PyTorch loop doing the same work: same student (``kdbench_cnn4``), same teacher
   for ``kd`` (the profile's teacher, frozen, ``no_grad``, on augmented teacher-side
@@ -18,7 +18,7 @@ Sections (each a module here with one ``measure_*`` function, usable from tests 
   full-batch step times (end of one step to the end of the next, batch assembly
   included), which a load spike on a shared machine moves far less.
 - ``flops``: achieved GFLOP/s of the student's training step (forward FLOPs from
-  :func:`benchmark.cost.forward_flops` x 3 for forward + backward, times images per
+  :func:`benchmark.models.cost.forward_flops` x 3 for forward + backward, times images per
   second) beside a float32 ``n x n`` matrix multiply's GFLOP/s (median of several), the
   practical ceiling of the machine.
 - ``decode``: one epoch's data access through :func:`datasets.images.load_images` with

@@ -1,4 +1,4 @@
-"""The two timed loops: one :func:`benchmark.train.fit` of a method (the harness) and a
+"""The two timed loops: one :func:`benchmark.training.train.fit` of a method (the harness) and a
 plain PyTorch loop doing the same work (the yardstick)."""
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from ..training.train import TrainData
 def train_data(bundle: DatasetBundle, regime: str, profile: Profile, store: ImageStore) -> TrainData:
     """``regime``'s student and teacher pools of ``bundle`` over the images in ``store``."""
     spec = create_backbone(profile.backbone, bundle.num_classes).spec(profile.image_size)
-    data, _ = training_setup(bundle, regime, profile, store, method=methods.get("baseline"), student=spec)
+    data, _, _ = training_setup(bundle, regime, profile, store, method=methods.get("baseline"), student=spec)
     return data
 
 
@@ -32,7 +32,7 @@ def distiller_context(
     student: Any, teacher: Any | None, epochs: int,
 ) -> DistillerContext:
     """What ``method`` is built from in an ``epochs``-long run: the two backbones' specs and the training pools."""
-    _, ctx = training_setup(
+    _, ctx, _ = training_setup(
         bundle, regime, dataclasses.replace(profile, epochs=epochs), store, method=methods.get(method),
         student=student.spec(profile.image_size), teacher=teacher.spec(profile.image_size) if teacher else None,
     )

@@ -28,6 +28,7 @@ from .sections.deviations import deviations_section
 from .sections.gap import gap_section
 from .sections.inventory import inventory_section
 from .sections.per_dataset import dataset_section
+from .sections.probes import probe_section
 from .sections.provenance import provenance
 from .sections.ranking import friedman_section
 from .sections.reading import methods_section
@@ -54,6 +55,7 @@ def build(doc: Report) -> Path:
     friedman_section(doc)
     ablation_sections(doc)
     gap_section(doc)
+    doc.emit(*probe_section(doc.r))
     inventory_section(doc)
     deviations_section(doc)
     path = doc.out / "REPORT.md"

@@ -26,7 +26,7 @@ def regime_key(regime: str) -> int:
 
 
 def is_teacher(regime: str, method: str) -> bool:
-    return regime == TEACHER or method.startswith("teacher-")
+    return regime in (TEACHER, "reference") or method.startswith("teacher-")  # not a student
 
 
 def ablated() -> dict[str, methods.Ablations]:
@@ -66,5 +66,5 @@ def method_label(method: str) -> str:
 def regime_label(regime: str, method: str) -> str:
     """The "training data" column: the regime's name, or a teacher's train images."""
     if is_teacher(regime, method):
-        return f"{method.removeprefix('teacher-').upper()} train images"
+        return f"{method.split('-', 1)[-1].upper()} train images"  # teacher-nbi, probe-wli
     return regime_name(regime)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.metrics import weighted_metrics
+from ..training.folds import pool_folds
 from ..training.runfile import iter_runs
 from .naming import cell_order, is_teacher
 
@@ -104,7 +105,7 @@ class Results:
 
     @classmethod
     def load(cls, root: Path) -> Results:
-        records = iter_runs(root)
+        records = pool_folds(iter_runs(root))  # k-fold runs: one pooled record per (method, seed)
         cells: dict[tuple[str, str, str], Cell] = {}
         synthetic: dict[str, bool] = {}
         for rec in records:

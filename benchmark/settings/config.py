@@ -68,8 +68,13 @@ class RunConfig:
     data: DataOptions = field(default_factory=DataOptions)
     method_options: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
+    folds: int = 0
+    """k of lesion-level k-fold cross-validation (0: the dataset's one fixed split)."""
+    fold: int = 0
+    """Which fold is the test set when ``folds`` > 0."""
 
     def as_dict(self) -> dict[str, Any]:
+        fold = {"folds": {"k": self.folds, "fold": self.fold}} if self.folds else {}
         return {
             "dataset": self.dataset,
             "regime": self.regime,
@@ -80,6 +85,7 @@ class RunConfig:
             "method_options": dict(self.method_options),
             "weights": dict(self.weights),
             "suite_version": SUITE_VERSION,
+            **fold,
         }
 
     def hash(self, dataset_fingerprint: str = "") -> str:
@@ -101,6 +107,8 @@ class RunConfig:
             data=DataOptions(**d.get("data", {})),
             method_options=dict(d.get("method_options", {})),
             weights={k: float(v) for k, v in d.get("weights", {}).items()},
+            folds=int((d.get("folds") or {}).get("k", 0)),
+            fold=int((d.get("folds") or {}).get("fold", 0)),
         )
 
 
@@ -128,8 +136,11 @@ class GridConfig:
     shard: str | None = None
     progress: bool = True
     log_with: list[str] = field(default_factory=list)
-    """Experiment trackers (:mod:`benchmark.tracking`). Logging never changes a run's
+    """Experiment trackers (:mod:`benchmark.training.tracking`). Logging never changes a run's
     numbers, so it is not part of :class:`RunConfig` nor of its hash."""
+    folds: int | None = None
+    """Lesion-level k-fold cross-validation: k folds, 0 for one fixed split, ``None`` for
+    the default (:func:`benchmark.training.folds.resolve_folds`)."""
 
     def resolved_profile(self) -> Profile:
         """The named profile with this grid's overrides. Pretrained weights (from
@@ -191,7 +202,7 @@ def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
     overrides = dict(m.get("profile_overrides") or {})
     for key in ("backbone", "teacher_backbone", "epochs", "teacher_epochs", "image_size", "batch_size",
                 "pretrained", "group_size", "lr", "data_scale", "precision", "teacher_cache", "normalize",
-                "bn_recalibration", "channels_last"):
+                "bn_recalibration", "channels_last", "min_steps"):
         if m.get(key) is not None:
             overrides[key] = m[key]
     g.profile_overrides = overrides
@@ -211,6 +222,8 @@ def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
         from .trackers import parse_log_with
 
         g.log_with = parse_log_with(m["log_with"])
+    if m.get("folds") is not None:
+        g.folds = int(m["folds"])
     for key in ("retry_failed", "progress"):
         if m.get(key) is not None:
             setattr(g, key, bool(m[key]))

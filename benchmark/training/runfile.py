@@ -1,6 +1,9 @@
 """Run files: one JSON per (dataset, regime, method, seed), written atomically.
 
-Layout: ``<out>/runs/<dataset_id>/<regime>/<method>/seed<k>.json``. Teachers are
+Layout: ``<out>/runs/<dataset_id>/<regime>/<method>/seed<k>.json``; under k-fold
+cross-validation one file per fold, ``seed<k>-fold<f>.json`` (pooled by
+:mod:`benchmark.training.folds` when the report loads them). Linear-probe reference rows live
+under ``<dataset_id>/reference/probe-<modality>/``. Teachers are
 scored too and written as ``<out>/runs/<dataset_id>/teacher/teacher-<modality>/seed<k>.json``
 (``regime`` = ``"teacher"``, ``method`` = ``"teacher-nbi"`` or ``"teacher-wli"``), so the
 report can print the teacher as an upper-bound row.
@@ -53,8 +56,10 @@ from datasets.images import write_atomic
 SCHEMA_VERSION = 1
 
 
-def run_path(out: Path | str, dataset_id: str, regime: str, method: str, seed: int) -> Path:
-    return Path(out) / "runs" / dataset_id / regime / method / f"seed{seed}.json"
+def run_path(out: Path | str, dataset_id: str, regime: str, method: str, seed: int, fold: int | None = None) -> Path:
+    """``.../seed<k>.json``, or ``.../seed<k>-fold<f>.json`` for fold ``f`` of k-fold cross-validation."""
+    name = f"seed{seed}" if fold is None else f"seed{seed}-fold{fold}"
+    return Path(out) / "runs" / dataset_id / regime / method / f"{name}.json"
 
 
 def _json_default(obj: Any) -> Any:

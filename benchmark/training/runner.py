@@ -22,6 +22,7 @@ import torch
 import methods
 from datasets.base import DatasetBundle
 from datasets.catalog import DataRequest, load_dataset
+from datasets.kfold import fold_bundle
 
 from ..analysis.metrics import classification_metrics
 from ..models.backbones import create_backbone
@@ -40,7 +41,7 @@ from .train import NonFiniteLossError, fit, predict, seed_everything
 def make_accelerator(profile: Profile, log_with: list[str] | None = None, logs: Path | None = None) -> Any:
     """An Accelerator for this process; mixed precision only on a GPU (on CPU Accelerate's
     fp16 does nothing and bf16 is erratic, so the CPU always trains in float32). ``log_with``
-    names experiment trackers (:mod:`benchmark.tracking`), writing under ``logs``."""
+    names experiment trackers (:mod:`benchmark.training.tracking`), writing under ``logs``."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -79,6 +80,7 @@ class Session:
         self._datasets: dict[tuple, DatasetBundle] = {}
         self._stores: dict[tuple, ImageStore] = {}
         self._teachers: dict[tuple, TeacherResult] = {}
+        self._folds: dict[tuple, DatasetBundle] = {}
 
     # -- shared resources ---------------------------------------------------------------
     def accelerator(self, profile: Profile) -> Any:
@@ -105,11 +107,20 @@ class Session:
         return self._datasets[key]
 
     def store(self, bundle: DatasetBundle, profile: Profile) -> ImageStore:
-        key = (id(bundle), profile.channels_last)
+        key = (id(bundle.table), profile.channels_last)  # the folds of a dataset share its images
         if key not in self._stores:
             acc = self.accelerator(profile)
             self._stores[key] = ImageStore(bundle.table.images, acc.device, profile.channels_last)
         return self._stores[key]
+
+    def fold(self, bundle: DatasetBundle, cfg: RunConfig) -> DatasetBundle:
+        """The bundle ``cfg`` trains on: ``bundle`` itself, or its fold under k-fold cross-validation."""
+        if not cfg.folds:
+            return bundle
+        key = (id(bundle), cfg.folds, cfg.fold, cfg.data.data_seed)
+        if key not in self._folds:
+            self._folds[key] = fold_bundle(bundle, cfg.folds, cfg.fold, cfg.data.data_seed)
+        return self._folds[key]
 
     def teacher(self, bundle: DatasetBundle, modality: str, profile: Profile, seed: int) -> TeacherResult:
         key = (id(bundle), modality, seed, tuple(sorted(profile.as_dict().items())))
@@ -134,6 +145,7 @@ class Session:
             "method": cfg.method,
             "seed": cfg.seed,
             "profile": cfg.profile.name,
+            **({"fold": {"k": cfg.folds, "fold": cfg.fold}} if cfg.folds else {}),
             "config": cfg.as_dict(),
             "config_hash": cfg.hash(fingerprint),
             "provenance": provenance(),
@@ -157,7 +169,8 @@ class Session:
         }
 
     def path_for(self, cfg: RunConfig, bundle: DatasetBundle) -> Path:
-        return run_path(self.out, bundle.dataset_id, cfg.regime, cfg.method, cfg.seed)
+        return run_path(self.out, bundle.dataset_id, cfg.regime, cfg.method, cfg.seed,
+                        cfg.fold if cfg.folds else None)
 
     def unsupported_reason(self, cfg: RunConfig, bundle: DatasetBundle) -> str | None:
         cls = methods.get(cfg.method)
@@ -181,7 +194,8 @@ class Session:
         rec["metrics"] = teacher.metrics
         rec["selection"] = {"criterion": "val_auc", "best_epoch": teacher.record.get("best_epoch"),
                             "best_val_auc": teacher.val_auc}
-        rec["timing"] = {"train_s": teacher.train_s}
+        rec["timing"] = {"train_s": teacher.train_s, "steps": teacher.record.get("steps"),
+                         "epochs": teacher.record.get("epochs")}
         rec["history"] = teacher.record.get("history", [])
         rec["predictions"] = {
             "classes": bundle.classes,
@@ -224,7 +238,7 @@ class Session:
             student = create_backbone(profile.backbone, bundle.num_classes, profile.pretrained).to(acc.device)
             if profile.channels_last:
                 student = student.to(memory_format=torch.channels_last)
-            data, ctx = training_setup(
+            data, ctx, plan = training_setup(
                 bundle, cfg.regime, profile, store, method=cls, student=student.spec(profile.image_size),
                 teacher=teacher.spec(profile.image_size) if teacher is not None else None,
             )
@@ -234,8 +248,9 @@ class Session:
                                {**cfg.as_dict(), "config_hash": record["config_hash"]})
             result = fit(
                 student=student, distiller=distiller, teacher=teacher, data=data, profile=profile,
-                epochs=profile.epochs, lr=profile.lr, weights=weights, seed=cfg.seed, accelerator=acc,
+                epochs=plan.epochs, lr=profile.lr, weights=weights, seed=cfg.seed, accelerator=acc,
                 progress=self.progress, description=f"{bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed}",
+                val_every=plan.val_every,
             )
             eval_started = time.perf_counter()
             test = bundle.splits.test_student
@@ -258,7 +273,7 @@ class Session:
                 bundle.classes[c]: n for c, n in result.underfilled.items()}}
             record["timing"] = {
                 "train_s": result.train_s, "eval_s": time.perf_counter() - eval_started,
-                "teacher_s": teacher_s, "steps": result.steps, "val_s": result.val_s,
+                "teacher_s": teacher_s, "steps": result.steps, "epochs": plan.epochs, "val_s": result.val_s,
                 "images_per_s": result.images / result.train_s if result.train_s > 0 else None,
             }
         except NonFiniteLossError as err:

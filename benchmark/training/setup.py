@@ -2,7 +2,9 @@
 
 :func:`training_setup` is the one place that turns (dataset bundle, regime, profile,
 image store) into the :class:`~benchmark.training.train.TrainData` the training loop
-reads and the :class:`~methods.DistillerContext` a method builds its modules from. A
+reads and the :class:`~methods.DistillerContext` a method builds its modules from, and the
+:class:`~benchmark.training.schedule.Schedule` (epochs stretched to the profile's floor
+on optimiser steps). A
 student job trains on its regime's pools and is selected on the WLI validation images;
 a teacher job (``modality`` given) trains on that modality's own training images, the
 teacher seeing exactly the student's input, and is selected on that modality's
@@ -21,6 +23,7 @@ from methods import Distiller, DistillerContext, ModelSpec
 
 from ..settings.profiles import Profile
 from .inputs import ImageStore
+from .schedule import Schedule, schedule
 from .train import TrainData, make_sampler
 
 
@@ -34,8 +37,8 @@ def training_setup(
     student: ModelSpec,
     teacher: ModelSpec | None = None,
     modality: str | None = None,
-) -> tuple[TrainData, DistillerContext]:
-    """The training data and distiller context of one job.
+) -> tuple[TrainData, DistillerContext, Schedule]:
+    """The training data, distiller context and schedule of one job.
 
     Args:
         bundle: the dataset.
@@ -60,6 +63,7 @@ def training_setup(
         student_pool, val, _ = bundle.teacher_pools(modality)
         teacher_pool, same_view, twin = student_pool, True, np.arange(len(student_pool))
         epochs = profile.teacher_epochs
+    plan = schedule(profile, epochs, len(student_pool))
     data = TrainData(
         store=store, student_pool=student_pool, teacher_pool=teacher_pool, twin_position=twin,
         student_labels=labels[student_pool], teacher_labels=labels[teacher_pool],
@@ -70,7 +74,7 @@ def training_setup(
         student=student, teacher=teacher, num_classes=bundle.num_classes, regime=regime,
         num_student_train=len(student_pool), num_teacher_train=len(teacher_pool),
         student_labels=torch.as_tensor(data.student_labels), teacher_labels=torch.as_tensor(data.teacher_labels),
-        num_epochs=epochs, steps_per_epoch=len(make_sampler(method, data, profile, seed=0)),
+        num_epochs=plan.epochs, steps_per_epoch=len(make_sampler(method, data, profile, seed=0)),
         batch_size=profile.batch_size,
     )
-    return data, ctx
+    return data, ctx, plan

@@ -37,7 +37,7 @@ from .train import fit, predict, seed_everything
 
 TEACHER_FIELDS = (
     "teacher_backbone", "image_size", "teacher_epochs", "teacher_lr", "batch_size", "optimizer", "weight_decay",
-    "momentum", "augment", "normalize", "pretrained", "precision", "channels_last", "val_every",
+    "momentum", "augment", "normalize", "pretrained", "precision", "channels_last", "val_every", "min_steps",
 )
 
 
@@ -116,13 +116,13 @@ def get_teacher(
 
     if meta is None:
         started = time.perf_counter()
-        data, ctx = training_setup(bundle, Regime.SAME, profile, store, method=Baseline,
+        data, ctx, plan = training_setup(bundle, Regime.SAME, profile, store, method=Baseline,
                                    student=model.spec(profile.image_size), modality=modality)
         result = fit(
             student=model, distiller=Baseline(ctx), teacher=None, data=data, profile=profile,
-            epochs=profile.teacher_epochs, lr=profile.teacher_lr, weights=dict(Baseline.default_weights),
+            epochs=plan.epochs, lr=profile.teacher_lr, weights=dict(Baseline.default_weights),
             seed=seed, accelerator=accelerator, progress=progress,
-            description=f"teacher {bundle.dataset_id}/{modality}/seed{seed}",
+            description=f"teacher {bundle.dataset_id}/{modality}/seed{seed}", val_every=plan.val_every,
         )
         accelerator.free_memory()
         prob = predict(model, store, test_index, profile)
@@ -131,6 +131,7 @@ def get_teacher(
             "key": key, "modality": modality, "dataset": bundle.dataset_id, "seed": seed,
             "backbone": profile.teacher_backbone, "best_epoch": result.best_epoch, "val_auc": result.best_val_auc,
             "metrics": metrics, "train_s": time.perf_counter() - started, "history": result.history,
+            "steps": result.steps, "epochs": plan.epochs,
             "test_prob": prob.tolist(),
         }
         if accelerator.is_main_process:

@@ -306,8 +306,11 @@ def fit(
     accelerator: Any,
     progress: bool = False,
     description: str = "",
+    val_every: int | None = None,
 ) -> FitResult:
-    """Train ``student`` with ``distiller``; keep the best-validation-AUC weights."""
+    """Train ``student`` with ``distiller``; keep the best-validation-AUC weights.
+    Validates every ``val_every`` epochs (default: the profile's) and after the last."""
+    val_every = val_every or profile.val_every
     device = accelerator.device
     generator = torch.Generator().manual_seed(seed)
     sampler = make_sampler(distiller, data, profile, seed)
@@ -391,7 +394,7 @@ def fit(
             step += 1
             result.images += batch.size
         entry: dict[str, Any] = {"epoch": epoch, "loss": {k: v / max(1, n_batches) for k, v in sums.items()}}
-        if (epoch + 1) % profile.val_every == 0 or epoch == epochs - 1:
+        if (epoch + 1) % val_every == 0 or epoch == epochs - 1:
             val_started = time.perf_counter()
             if len(recal_index):
                 recalibrate_batchnorm(student, data.store, recal_index, profile)

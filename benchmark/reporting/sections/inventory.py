@@ -8,6 +8,7 @@ from ..naming import (
     regime_name,
 )
 from ..tables import Table, TCell
+from .probes import steps_text
 
 
 def inventory_section(doc: Report) -> None:
@@ -15,8 +16,8 @@ def inventory_section(doc: Report) -> None:
     table = Table(
         "inventory",
         "Runs per (dataset, training data, method)",
-        ["dataset", "training data", "method", "ok", "seeds", "failed", "unsupported", "message"],
-        numeric={3, 5, 6},
+        ["dataset", "training data", "method", "ok", "seeds", "steps", "failed", "unsupported", "message"],
+        numeric={3, 6, 7},
     )
     for key in sorted(doc.r.cells, key=lambda k: (k[0], *cell_order(doc.r.cells[k].regime, doc.r.cells[k].method))):
         c = doc.r.cells[key]
@@ -38,6 +39,7 @@ def inventory_section(doc: Report) -> None:
                 TCell(c.method),
                 TCell(str(len(c.ok)), {"ok": len(c.ok)}),
                 TCell(",".join(map(str, c.seeds)), {"seeds": " ".join(map(str, c.seeds))}),
+                TCell(steps_text(c), {"steps": steps_text(c)}),
                 TCell(
                     str(len(c.failed)) + (f" (seed {','.join(map(str, failed_seeds))})" if failed_seeds else ""),
                     {"failed": len(c.failed)},

@@ -1,0 +1,44 @@
+"""How long a network trains: epochs with a floor on optimiser steps.
+
+A schedule counted only in epochs starves small datasets: 50 training images in
+batches of 32 make 2 steps an epoch, 16 in 8 epochs. The profile's ``min_steps`` is a
+floor: a run trains for ``max(epochs, ceil(min_steps / steps_per_epoch))`` epochs, so
+a small training set still gets at least ``min_steps`` optimiser steps, while a large
+one keeps the profile's epochs. Validation (model selection) keeps the profile's
+cadence in epochs of the profile, i.e. about ``epochs / val_every`` validations
+whatever the stretch. The steps actually taken are recorded in every run file
+(``timing.steps``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..settings.profiles import Profile
+
+
+@dataclass(frozen=True)
+class Schedule:
+    epochs: int
+    """Epochs to train (the profile's, stretched to reach ``min_steps``)."""
+    val_every: int
+    """Validate every this many epochs (and after the last)."""
+    steps_per_epoch: int
+    min_steps: int
+
+
+def steps_per_epoch(num_train: int, batch_size: int) -> int:
+    """Optimiser steps in one pass over ``num_train`` rows (a last batch of one row is dropped)."""
+    full, rest = divmod(max(0, num_train), max(1, batch_size))
+    return max(1, full + (1 if rest >= 2 else 0))
+
+
+def schedule(profile: Profile, epochs: int, num_train: int) -> Schedule:
+    """The schedule of a network trained for ``epochs`` profile epochs on ``num_train`` rows."""
+    per_epoch = steps_per_epoch(num_train, profile.batch_size)
+    needed = math.ceil(profile.min_steps / per_epoch) if profile.min_steps > 0 else 0
+    total = max(epochs, needed)
+    stretch = max(1, total // max(1, epochs))
+    return Schedule(epochs=total, val_every=max(1, profile.val_every) * stretch, steps_per_epoch=per_epoch,
+                    min_steps=profile.min_steps)
