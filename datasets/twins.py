@@ -64,6 +64,10 @@ class TwinSpec:
         val_fraction, test_fraction: share of the paired pool (cross-modal) or of each
             class (single-modality) held out for validation and test, by lesion.
         views: inclusive range of images (views) per lesion.
+        eval_views: views per held-out lesion when validation and test are sized in
+            lesions (the profile's ``val_lesions``/``test_lesions``): precision comes
+            from lesions, the views of one lesion are correlated, and every view costs
+            evaluation time in every run.
         texture, texture_spread, cue, wli_leak, contrast, noise: see module docstring.
     """
 
@@ -81,6 +85,7 @@ class TwinSpec:
     val_fraction: float = 0.12
     test_fraction: float = 0.2
     views: tuple[int, int] = (1, 4)
+    eval_views: tuple[int, int] = (1, 2)
     texture_spread: float = 0.3
     wli_leak: float = 0.1
     contrast: float = 0.6
@@ -95,8 +100,9 @@ class TwinSpec:
                 raise ValueError(f"twin {self.name!r}: class_fractions must have {k} entries summing to 1")
         elif len(self.class_counts) != k:
             raise ValueError(f"twin {self.name!r}: class_counts must have {k} entries")
-        if not 1 <= self.views[0] <= self.views[1]:
-            raise ValueError(f"twin {self.name!r}: views must be (lo, hi) with 1 <= lo <= hi")
+        for name, (lo, hi) in (("views", self.views), ("eval_views", self.eval_views)):
+            if not 1 <= lo <= hi:
+                raise ValueError(f"twin {self.name!r}: {name} must be (lo, hi) with 1 <= lo <= hi")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError(f"twin {self.name!r}: val_fraction + test_fraction must stay below 1")
 
