@@ -38,6 +38,23 @@ from .runfile import SCHEMA_VERSION, run_path
 from .teacher import TeacherResult, dataset_fingerprint, get_teacher
 from .train import NonFiniteLossError, TrainData, fit, predict
 
+ORACLE_REGIME = "oracle"
+"""Regime of the WLI-oracle reference run (not a distillation regime): the baseline on
+the student pool of ``all`` plus the twin's extra oracle lesions."""
+ORACLE_METHOD = "baseline"
+
+
+def oracle_summary(bundle: DatasetBundle, factor: int) -> dict[str, Any]:
+    """What the WLI oracle trained on, against the baseline's ``all`` pool."""
+    base, _ = bundle.regime_pools("all")
+    oracle, _ = bundle.regime_pools(ORACLE_REGIME)
+    lesions = bundle.table.lesion
+    return {
+        "factor": int(factor), "base_regime": "all",
+        "train_images": len(oracle), "train_lesions": len(np.unique(lesions[oracle])),
+        "base_train_images": len(base), "base_train_lesions": len(np.unique(lesions[base])),
+    }
+
 
 def make_accelerator(profile: Profile) -> Any:
     """An Accelerator for this process; mixed precision only on a GPU (on CPU Accelerate's
@@ -97,13 +114,14 @@ class Session:
     def dataset(self, cfg: RunConfig) -> DatasetBundle:
         p, d = cfg.profile, cfg.data
         key = (cfg.dataset, d.data_root, d.require_real, d.data_seed, d.on_bad_image, d.modality_list,
-               p.image_size, p.data_scale, p.min_class_images)
+               p.image_size, p.data_scale, p.min_class_images, p.val_lesions, p.test_lesions, p.oracle_factor)
         if key not in self._datasets:
             request = DataRequest(
                 name=cfg.dataset, data_root=d.data_root, image_size=p.image_size, scale=p.data_scale,
                 min_class_images=p.min_class_images, data_seed=d.data_seed, require_real=d.require_real,
                 on_bad_image=d.on_bad_image, cache_dir=str(self.cache_dir / "images"),
-                modality_list=d.modality_list,
+                modality_list=d.modality_list, val_lesions=p.val_lesions, test_lesions=p.test_lesions,
+                oracle=p.oracle_factor,
             )
             self._datasets[key] = load_dataset(request)
         return self._datasets[key]
@@ -164,6 +182,13 @@ class Session:
 
     def unsupported_reason(self, cfg: RunConfig, bundle: DatasetBundle) -> str | None:
         cls = methods.get(cfg.method)
+        if cfg.regime == ORACLE_REGIME:
+            if cfg.method != ORACLE_METHOD:
+                return f"the {ORACLE_REGIME!r} reference trains {ORACLE_METHOD!r} only, not {cfg.method!r}"
+            if not len(bundle.splits.oracle_student):
+                return (f"dataset {bundle.dataset_id!r} has no WLI-oracle images (synthetic cross-modal twins "
+                        "with profile oracle_factor >= 2 have them)")
+            return None
         if cfg.regime not in cls.regimes:
             return (f"method {cfg.method!r} does not support regime {cfg.regime!r} "
                     f"(it supports {', '.join(sorted(cls.regimes))})")
@@ -225,6 +250,9 @@ class Session:
                                      "output_cache": bool(profile.teacher_cache and not cls.teacher_augmented)}
             seed_everything(cfg.seed)
             student_pool, teacher_pool = bundle.regime_pools(cfg.regime)
+            if cfg.regime == ORACLE_REGIME:
+                record["reference"] = "wli-oracle"
+                record["oracle"] = oracle_summary(bundle, profile.oracle_factor)
             labels = bundle.table.labels
             if cfg.regime == "same":
                 twin = np.arange(len(student_pool))
