@@ -34,6 +34,11 @@ Rendering per modality (Beer-Lambert flavoured, alpha blending of layers):
 - single modalities (``derm``, ``fundus``): the same layers with their own palette and
   the class texture at ``contrast``.
 
+Held-out sets can be sized in lesions for precision (``eval_lesions``; 1-2 views each),
+while training sets keep the paper's sizes. For the WLI-oracle reference, ``oracle=k``
+adds k - 1 times the WLI training lesions as WLI-only lesions in split ``oracle``, from
+their own random streams, leaving every other lesion and pixel unchanged.
+
 Per view (each image is a random partial view of its lesion; the two views of a paired
 lesion are drawn independently, so twins are not pixel-aligned): rotation, mirror,
 zoom, off-centre window, illumination gain/gradient/vignetting/colour cast, dome shading,
@@ -60,7 +65,7 @@ from .base import DataError, ImageTable, RawDataset
 from .splits import ORACLE_SPLIT
 from .twins import TWINS, TwinSpec
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
 
 K_SUPERFICIAL = 10
 K_DISRUPTION = 4

@@ -301,3 +301,21 @@ def test_oracle_needs_a_cross_modal_twin_and_a_factor_of_two_or_more():
         plan_twin("piccolo", scale=0.02, min_class_images=3, seed=0, oracle=1)
     with pytest.raises(DataError, match="cross-modal"):
         plan_twin("ham10000", scale=0.02, min_class_images=3, seed=0, oracle=5)
+
+
+@pytest.mark.parametrize("name", ["piccolo", "polypset", "ih_polyp", "ih_gc"])
+def test_wli_of_each_endoscopy_twin_shows_the_texture_fainter_than_nbi(name):
+    import dataclasses
+
+    from datasets.synthetic import render_spec
+
+    def energy(leak: float | None, modality: str) -> float:
+        spec = TWINS[name] if leak is None else dataclasses.replace(TWINS[name], wli_leak=leak)
+        raw = render_spec(spec, image_size=24, scale=0.02, min_class_images=3, seed=0, eval_lesions=(0, 60))
+        t = raw.table
+        rows = (t.split == "test") & (t.modality == modality)
+        return _class_texture_separation(t.images[rows], t.labels[rows])[0]
+
+    without, wli, nbi = energy(0.0, "wli"), energy(None, "wli"), energy(None, "nbi")
+    assert wli > 1.2 * without, "the twin's WLI view shows no superficial texture"
+    assert wli < 0.7 * nbi, "the twin's WLI view shows the texture as clearly as NBI"
