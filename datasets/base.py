@@ -72,6 +72,8 @@ class Splits:
     teacher modality). Unpaired arrays hold images of lesions outside D_p. Validation
     and test hold images of held-out lesions in each modality; the student is scored
     on ``test_student``, the teacher (upper bound) on ``test_teacher``.
+    ``oracle_student`` holds the extra student-modality training images that only the
+    WLI-oracle reference trains on (synthetic twins rendered with an oracle factor).
     """
 
     paired_student: np.ndarray
@@ -82,6 +84,7 @@ class Splits:
     val_teacher: np.ndarray
     test_student: np.ndarray
     test_teacher: np.ndarray
+    oracle_student: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.__dict__.items()}
@@ -147,9 +150,17 @@ class DatasetBundle:
         """(student pool, teacher pool) of table indices for a regime's training data.
 
         ``paired``: D_p twins; ``unpaired``: D_unp; ``all``: both; ``same``: the
-        student modality's training images on both sides.
+        student modality's training images on both sides. ``oracle`` (not a distillation
+        regime, not in :meth:`regimes`): the student pool of ``all`` plus the extra
+        oracle images, for the student-only WLI-oracle reference; teacher pool of ``all``.
         """
         s = self.splits
+        if regime == Regime.ORACLE:
+            if not len(s.oracle_student):
+                raise DataError(f"dataset {self.dataset_id!r} has no WLI-oracle images; only synthetic "
+                                "cross-modal twins rendered with an oracle factor (profile oracle_factor) have them")
+            student, teacher = self.regime_pools("all")
+            return np.concatenate([student, s.oracle_student]), teacher
         if regime not in self.regimes():
             raise DataError(
                 f"dataset {self.dataset_id!r} cannot serve regime {regime!r}; "

@@ -57,6 +57,13 @@ def synthetic_names() -> list[str]:
     return sorted(TWINS)
 
 
+def synthetic_has_oracle(name: str) -> bool:
+    """Whether the synthetic twin ``name`` has a WLI student (and so a WLI oracle)."""
+    from .twins import TWINS
+
+    return name in TWINS and TWINS[name].cross_modal
+
+
 def known_names() -> list[str]:
     return sorted(set(synthetic_names()) | set(layouts()) - {"folder"})
 
@@ -78,6 +85,11 @@ class DataRequest:
         cache_dir: decoded-image cache folder.
         modality_list: per-file modality CSV for layouts that need one.
         val_fraction, test_fraction: lesion fractions when the source has no official split.
+        val_lesions, test_lesions: held-out lesions of a synthetic twin, sized for precision
+            (``0``: the paper's fractions of the paired pool); real data keeps its own.
+        oracle: factor k >= 2 (``0``: none) of extra WLI training lesions rendered for the
+            WLI-oracle reference of a synthetic cross-modal twin (see
+            :func:`datasets.synthetic.plan_twin`).
     """
 
     name: str
@@ -92,6 +104,9 @@ class DataRequest:
     modality_list: str | None = None
     val_fraction: float = 0.15
     test_fraction: float = 0.2
+    val_lesions: int = 0
+    test_lesions: int = 0
+    oracle: int = 0
 
 
 def _root(request: DataRequest) -> Path | None:
@@ -216,6 +231,8 @@ def load_dataset(request: DataRequest, log: Callable[[str], None] | None = None)
         scale=request.scale,
         min_class_images=request.min_class_images,
         seed=request.data_seed,
+        eval_lesions=(request.val_lesions, request.test_lesions),
+        oracle=request.oracle if synthetic_has_oracle(base) else 0,
     )
     # The embedded default is synthetic by name; every other twin says so in its id.
     dataset_id = base if base == "synth" else f"{base}-synthetic"

@@ -13,6 +13,8 @@ import numpy as np
 from .base import DataError, ImageTable, Splits
 
 MIN_LESIONS_PER_CLASS = 3
+# Official split of extra student training lesions reserved for the WLI-oracle reference.
+ORACLE_SPLIT = "oracle"
 
 
 def lesion_labels(table: ImageTable) -> dict[str, int]:
@@ -114,13 +116,15 @@ def splits_from_assignment(
         val_teacher=idx((split == "val") & is_t) if cross else empty,
         test_student=idx((split == "test") & is_s),
         test_teacher=idx((split == "test") & is_t) if cross else empty,
+        oracle_student=idx((split == ORACLE_SPLIT) & is_s) if cross else empty,
     )
 
 
 def check_no_lesion_leak(table: ImageTable, splits: Splits) -> None:
     """Raise if any lesion has images in two of train/val/test."""
     roles = {
-        "train": [splits.paired_student, splits.paired_teacher, splits.unpaired_student, splits.unpaired_teacher],
+        "train": [splits.paired_student, splits.paired_teacher, splits.unpaired_student, splits.unpaired_teacher,
+                  splits.oracle_student],
         "val": [splits.val_student, splits.val_teacher],
         "test": [splits.test_student, splits.test_teacher],
     }

@@ -34,6 +34,11 @@ Rendering per modality (Beer-Lambert flavoured, alpha blending of layers):
 - single modalities (``derm``, ``fundus``): the same layers with their own palette and
   the class texture at ``contrast``.
 
+Held-out sets can be sized in lesions for precision (``eval_lesions``; 1-2 views each),
+while training sets keep the paper's sizes. For the WLI-oracle reference, ``oracle=k``
+adds k - 1 times the WLI training lesions as WLI-only lesions in split ``oracle``, from
+their own random streams, leaving every other lesion and pixel unchanged.
+
 Per view (each image is a random partial view of its lesion; the two views of a paired
 lesion are drawn independently, so twins are not pixel-aligned): rotation, mirror,
 zoom, off-centre window, illumination gain/gradient/vignetting/colour cast, dome shading,
@@ -50,15 +55,17 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 from scipy.special import ndtri
 
 from .base import DataError, ImageTable, RawDataset
+from .splits import ORACLE_SPLIT
 from .twins import TWINS, TwinSpec
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
 
 K_SUPERFICIAL = 10
 K_DISRUPTION = 4
@@ -70,6 +77,8 @@ CHUNK_BUDGET = 6_000_000
 # Validation and test get at least this many times the per-class floor: an AUC from a
 # dozen lesions per class is too noisy to select or rank models.
 EVAL_FLOOR_FACTOR = 2
+# Per class, the least held-out lesions when validation/test are sized in lesions.
+MIN_EVAL_LESIONS = 2
 
 
 @dataclass(frozen=True)
@@ -172,12 +181,44 @@ def _name_key(name: str) -> int:
     return zlib.crc32(name.encode("utf-8"))
 
 
-def _targets(spec: TwinSpec, scale: float, floor: int) -> list[tuple[str, str, int, int]]:
-    """(group, split, class, images) for every role; ``group`` ``paired`` counts pairs."""
+@dataclass(frozen=True)
+class _Block:
+    """Lesions of one class in one role: ``count`` images (``views`` per lesion until
+    they are used up), or ``count`` lesions when ``by_lesion``."""
+
+    group: str
+    split: str
+    label: int
+    count: int
+    views: tuple[int, int]
+    by_lesion: bool = False
+
+
+def _class_shares(spec: TwinSpec) -> list[float]:
+    if spec.cross_modal:
+        return list(spec.class_fractions)
+    total = float(sum(spec.class_counts))
+    return [n / total for n in spec.class_counts]
+
+
+def _targets(spec: TwinSpec, scale: float, floor: int, eval_lesions: tuple[int, int]) -> list[_Block]:
+    """Every role's block; ``group`` ``paired`` counts pairs.
+
+    Training roles keep the paper's sizes times ``scale`` (at least ``floor`` images per
+    class). Validation and test follow the paper's fractions of the paired pool (at
+    least ``EVAL_FLOOR_FACTOR * floor`` images per class), unless ``eval_lesions`` =
+    (val, test) sets them in lesions, split over classes by the class shares, each lesion
+    seen in ``spec.eval_views`` views.
+    """
     if scale <= 0:
         raise DataError(f"synthetic twin {spec.name!r}: scale must be > 0, got {scale}")
+    if min(eval_lesions) < 0:
+        raise DataError(f"synthetic twin {spec.name!r}: validation/test lesions must be >= 0, got {eval_lesions}")
     held = {"test": spec.test_fraction, "val": spec.val_fraction}
     held["train"] = 1.0 - held["test"] - held["val"]
+    sized = dict(zip(("val", "test"), eval_lesions, strict=True))
+    shares = _class_shares(spec)
+    eval_group = "paired" if spec.cross_modal else spec.modality
     out = []
     for c in range(len(spec.classes)):
         if spec.cross_modal:
@@ -187,9 +228,15 @@ def _targets(spec: TwinSpec, scale: float, floor: int) -> list[tuple[str, str, i
         else:
             bases = [(spec.modality, split, spec.class_counts[c] * frac) for split, frac in held.items()]
         for group, split, base in bases:
+            if sized.get(split, 0) > 0:
+                continue
             if base > 0:
                 least = floor * EVAL_FLOOR_FACTOR if split != "train" else floor
-                out.append((group, split, c, max(least, round(base * scale))))
+                out.append(_Block(group, split, c, max(least, round(base * scale)), spec.views))
+        for split, n in sized.items():
+            if n > 0:
+                out.append(_Block(eval_group, split, c, max(MIN_EVAL_LESIONS, round(n * shares[c])),
+                                  spec.eval_views, by_lesion=True))
     return out
 
 
@@ -215,33 +262,32 @@ def _stratified_normal(rng: np.random.Generator, block: np.ndarray, dims: int) -
     return out
 
 
-def plan_twin(spec: TwinSpec | str, *, scale: float, min_class_images: int, seed: int) -> TwinPlan:
-    """Draw lesions, latents and views of a twin (no pixels)."""
-    if isinstance(spec, str):
-        spec = get_spec(spec)
-    rng = np.random.default_rng([seed, _name_key(spec.name), 0])
-    lo, hi = spec.views
+def _draw_lesions(rng: np.random.Generator, spec: TwinSpec, blocks: list[_Block]) -> dict[str, Any]:
+    """Latents, fields and views of the lesions of ``blocks`` (one plan part)."""
     les_group: list[str] = []
     les_split: list[str] = []
     les_label: list[int] = []
     les_views: list[int] = []
     les_block: list[int] = []
-    for block, (group, split, c, n) in enumerate(_targets(spec, scale, min_class_images)):
-        left = n
+    for k, blk in enumerate(blocks):
+        lo, hi = blk.views
+        left = blk.count
         while left > 0:
-            v = min(left, int(rng.integers(lo, hi + 1)))
-            les_block.append(block)
-            les_group.append(group)
-            les_split.append(split)
-            les_label.append(c)
+            v = int(rng.integers(lo, hi + 1))
+            if not blk.by_lesion:
+                v = min(left, v)
+            les_block.append(k)
+            les_group.append(blk.group)
+            les_split.append(blk.split)
+            les_label.append(blk.label)
             les_views.append(v)
-            left -= v
+            left -= 1 if blk.by_lesion else v
     n_les = len(les_label)
     label = np.asarray(les_label, dtype=np.int64)
 
     # Latent lesion: class prototype plus a stratified standard-normal offset.
-    offsets = _stratified_normal(rng, np.asarray(les_block), 4)
-    proto = np.asarray(spec.texture, dtype=np.float64)[label]
+    offsets = _stratified_normal(rng, np.asarray(les_block, dtype=np.int64), 4)
+    proto = np.asarray(spec.texture, dtype=np.float64)[label].reshape(n_les, 3)
     texture = proto + spec.texture_spread * offsets[:, :3]
     cue = np.asarray(spec.cue, dtype=np.float64)[label] + offsets[:, 3]
     radius = 0.85 * np.exp(0.12 * cue + 0.06 * rng.standard_normal(n_les))
@@ -295,28 +341,87 @@ def plan_twin(spec: TwinSpec | str, *, scale: float, min_class_images: int, seed
                 image_lesion.append(k)
                 modality.append(les_group[k])
                 twin.append(-1)
-    n_img = len(image_lesion)
     lesion_of = np.asarray(image_lesion, dtype=np.int64)
-    view = _draw_views(rng, n_img, radius[lesion_of])
+    return {
+        "label": label,
+        "group": np.array(les_group, dtype=str),
+        "split": np.array(les_split, dtype=str),
+        "texture": texture,
+        "cue": cue,
+        "radius": radius,
+        "shape": shape,
+        "fields": fields,
+        "line_width": line_width,
+        "image_lesion": lesion_of,
+        "modality": np.array(modality, dtype=str),
+        "twin": np.asarray(twin, dtype=np.int64),
+        "view": _draw_views(rng, len(lesion_of), radius[lesion_of]),
+    }
+
+
+def _oracle_blocks(spec: TwinSpec, part: dict[str, Any], factor: int) -> list[_Block]:
+    """(factor - 1) x the WLI training lesions of ``part``, per class, as WLI-only lesions."""
+    wli_train = (part["split"] == "train") & np.isin(part["group"], ["paired", "wli"])
+    return [
+        _Block("wli", ORACLE_SPLIT, c, (factor - 1) * int(np.sum(wli_train & (part["label"] == c))), spec.views,
+               by_lesion=True)
+        for c in range(len(spec.classes))
+    ]
+
+
+def _concat(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Plan part ``b`` appended after ``a`` (lesion and twin indices shifted)."""
+    out = {}
+    for key, va in a.items():
+        vb = b[key]
+        if key == "fields" or key == "view":
+            out[key] = {k: np.concatenate([va[k], vb[k]]) for k in va}
+        elif key == "image_lesion":
+            out[key] = np.concatenate([va, vb + len(a["label"])])
+        elif key == "twin":
+            out[key] = np.concatenate([va, np.where(vb >= 0, vb + len(va), vb)])
+        else:
+            out[key] = np.concatenate([va, vb])
+    return out
+
+
+def plan_twin(
+    spec: TwinSpec | str,
+    *,
+    scale: float,
+    min_class_images: int,
+    seed: int,
+    eval_lesions: tuple[int, int] = (0, 0),
+    oracle: int = 0,
+) -> TwinPlan:
+    """Draw lesions, latents and views of a twin (no pixels).
+
+    ``eval_lesions`` = (validation, test) lesions sized for precision (``0``: the
+    paper's fractions of the paired pool). ``oracle`` = k >= 2 adds, for the WLI-oracle
+    reference, k - 1 times the WLI training lesions (paired and unpaired) as extra
+    WLI-only lesions in split ``oracle``, drawn from their own random stream after
+    everything else, so every other lesion and image is the same with or without them.
+    """
+    if isinstance(spec, str):
+        spec = get_spec(spec)
+    if oracle == 1 or oracle < 0:
+        raise DataError(f"synthetic twin {spec.name!r}: oracle must be 0 (none) or a factor k >= 2, got {oracle}")
+    if oracle and not spec.cross_modal:
+        raise DataError(f"synthetic twin {spec.name!r} has no WLI student modality; the WLI oracle needs a "
+                        "cross-modal twin (oracle=0)")
+    rng = np.random.default_rng([seed, _name_key(spec.name), 0])
+    part = _draw_lesions(rng, spec, _targets(spec, scale, min_class_images, eval_lesions))
+    if oracle:
+        extra_rng = np.random.default_rng([seed, _name_key(spec.name), 2])
+        part = _concat(part, _draw_lesions(extra_rng, spec, _oracle_blocks(spec, part, oracle)))
+    n_les = len(part["label"])
     return TwinPlan(
         spec=spec,
         seed=seed,
         scale=scale,
         min_class_images=min_class_images,
         lesion_id=np.array([f"{spec.name}-{k:05d}" for k in range(n_les)]),
-        label=label,
-        group=np.array(les_group),
-        split=np.array(les_split),
-        texture=texture,
-        cue=cue,
-        radius=radius,
-        shape=shape,
-        fields=fields,
-        line_width=line_width,
-        image_lesion=lesion_of,
-        modality=np.array(modality),
-        twin=np.asarray(twin, dtype=np.int64),
-        view=view,
+        **part,
     )
 
 
@@ -481,7 +586,11 @@ def _render_chunk(
 
 
 def render_plan(plan: TwinPlan, image_size: int, rows: np.ndarray | None = None) -> np.ndarray:
-    """Pixels of a plan: (N, image_size, image_size, 3) uint8, deterministic for its seed."""
+    """Pixels of a plan: (N, image_size, image_size, 3) uint8, deterministic for its seed.
+
+    The WLI-oracle lesions (split ``oracle``) take their pixel noise from their own
+    stream, so the other images do not depend on whether the plan has them.
+    """
     if image_size < 8:
         raise DataError(f"synthetic images need image_size >= 8, got {image_size}")
     rows = np.arange(len(plan)) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -489,10 +598,12 @@ def render_plan(plan: TwinPlan, image_size: int, rows: np.ndarray | None = None)
     s = image_size * supersample
     chunk = max(1, CHUNK_BUDGET // (K_SUPERFICIAL * s * s))
     out = np.empty((len(rows), image_size, image_size, 3), dtype=np.uint8)
-    for n, start in enumerate(range(0, len(rows), chunk)):
-        sel = rows[start : start + chunk]
-        rng = np.random.default_rng([plan.seed, _name_key(plan.spec.name), 1, image_size, n])
-        out[start : start + chunk] = _render_chunk(plan, sel, image_size, supersample, rng)
+    extra = plan.split[plan.image_lesion[rows]] == ORACLE_SPLIT
+    for stream, part in ((1, np.flatnonzero(~extra)), (2, np.flatnonzero(extra))):
+        for n, start in enumerate(range(0, len(part), chunk)):
+            at = part[start : start + chunk]
+            rng = np.random.default_rng([plan.seed, _name_key(plan.spec.name), stream, image_size, n])
+            out[at] = _render_chunk(plan, rows[at], image_size, supersample, rng)
     return out
 
 
@@ -502,9 +613,20 @@ def get_spec(name: str) -> TwinSpec:
     return TWINS[name]
 
 
-def render_spec(spec: TwinSpec, *, image_size: int, scale: float, min_class_images: int, seed: int) -> RawDataset:
-    """Render a twin from an explicit :class:`TwinSpec` (e.g. with changed knobs)."""
-    plan = plan_twin(spec, scale=scale, min_class_images=min_class_images, seed=seed)
+def render_spec(
+    spec: TwinSpec,
+    *,
+    image_size: int,
+    scale: float,
+    min_class_images: int,
+    seed: int,
+    eval_lesions: tuple[int, int] = (0, 0),
+    oracle: int = 0,
+) -> RawDataset:
+    """Render a twin from an explicit :class:`TwinSpec` (e.g. with changed knobs); see
+    :func:`plan_twin` for ``eval_lesions`` and ``oracle``."""
+    plan = plan_twin(spec, scale=scale, min_class_images=min_class_images, seed=seed, eval_lesions=eval_lesions,
+                     oracle=oracle)
     images = render_plan(plan, image_size)
     n = len(plan)
     table = ImageTable(
@@ -524,15 +646,23 @@ def render_spec(spec: TwinSpec, *, image_size: int, scale: float, min_class_imag
         "image_size": image_size,
         "scale": scale,
         "min_class_images": min_class_images,
+        "eval_lesions": {"val": int(eval_lesions[0]), "test": int(eval_lesions[1])},
+        "oracle": int(oracle),
         "seed": seed,
         "spec": dataclasses.asdict(spec),
     }
     counts = {m: int((plan.modality == m).sum()) for m in np.unique(plan.modality)}
+    held = {s: len(np.unique(plan.lesion_id[plan.split == s])) for s in ("val", "test")}
     notes = [
         f"synthetic twin of {spec.mirrors}: {n} procedurally rendered images "
-        f"({', '.join(f'{v} {k}' for k, v in counts.items())}) of {len(plan.lesion_id)} synthetic lesions, "
-        f"scale {scale:g}, seed {seed}, generator v{GENERATOR_VERSION}; no real images."
+        f"({', '.join(f'{v} {k}' for k, v in counts.items())}) of {len(plan.lesion_id)} synthetic lesions "
+        f"({held['val']} validation, {held['test']} test), scale {scale:g}, seed {seed}, "
+        f"generator v{GENERATOR_VERSION}; no real images."
     ]
+    if oracle:
+        extra = int(np.sum(plan.split == ORACLE_SPLIT))
+        notes.append(f"WLI oracle: {extra} extra WLI training lesions ({oracle}x the WLI training lesions in all), "
+                     "used only by the WLI-oracle reference run.")
     return RawDataset(
         table=table,
         classes=list(spec.classes),
@@ -543,6 +673,16 @@ def render_spec(spec: TwinSpec, *, image_size: int, scale: float, min_class_imag
     )
 
 
-def render_twin(name: str, *, image_size: int, scale: float, min_class_images: int, seed: int) -> RawDataset:
+def render_twin(
+    name: str,
+    *,
+    image_size: int,
+    scale: float,
+    min_class_images: int,
+    seed: int,
+    eval_lesions: tuple[int, int] = (0, 0),
+    oracle: int = 0,
+) -> RawDataset:
     """Render the synthetic twin ``name`` (a key of :data:`datasets.twins.TWINS`)."""
-    return render_spec(get_spec(name), image_size=image_size, scale=scale, min_class_images=min_class_images, seed=seed)
+    return render_spec(get_spec(name), image_size=image_size, scale=scale, min_class_images=min_class_images,
+                       seed=seed, eval_lesions=eval_lesions, oracle=oracle)

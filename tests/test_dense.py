@@ -231,3 +231,25 @@ def test_masked_attention_shape_errors() -> None:
     q, k, v = _qkv()
     with pytest.raises(ValueError, match="do not fit"):
         masked_attention(q, k[..., :3], v, None)
+
+
+def test_reference_profile_gives_dense_methods_at_least_6x6_maps() -> None:
+    from benchmark.models.backbones import create_backbone
+    from benchmark.settings.profiles import get_profile
+
+    cpu = get_profile("cpu")
+    for name in (cpu.backbone, cpu.teacher_backbone):
+        h, w = create_backbone(name, 3).spec(cpu.image_size).feature_sizes[-1]
+        assert h >= 6 and w >= 6, name
+
+
+def test_output_stride_4_cnn_keeps_the_third_stage_resolution() -> None:
+    from benchmark.models.backbones import create_backbone
+
+    net = create_backbone("kdbench_cnn4_os4", 2)
+    spec = net.spec(24)
+    assert spec.feature_sizes == ((24, 24), (12, 12), (6, 6), (6, 6))
+    assert [f["reduction"] for f in net.model.feature_info] == [1, 2, 4, 4]
+    # Same parameters as kdbench_cnn4: only the last stage's stride differs.
+    plain = create_backbone("kdbench_cnn4", 2)
+    assert [p.shape for p in net.parameters()] == [p.shape for p in plain.parameters()]

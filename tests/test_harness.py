@@ -209,3 +209,29 @@ def test_teacher_does_not_depend_on_what_the_process_ran_before(tmp_path: Path) 
         weights.append(teacher.model.state_dict())
     for name, tensor in weights[0].items():
         assert torch.equal(tensor, weights[1][name]), name
+
+
+def test_grid_adds_one_wli_oracle_run_per_seed_trained_on_k_times_the_lesions(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    records = benchmark.run(methods="baseline", data="ih_gc:synthetic", regimes="all", seeds=[0, 1],
+                            profile="smoke", out=out, oracle_factor=3, test_lesions=12, val_lesions=8)
+    oracle = [r for r in records if r["regime"] == "oracle"]
+    assert sorted(r["seed"] for r in oracle) == [0, 1]
+    rec = read_run(out / "runs" / "ih_gc-synthetic" / "oracle" / "baseline" / "seed0.json")
+    assert rec["status"] == "ok" and rec["reference"] == "wli-oracle" and rec["method"] == "baseline"
+    info = rec["oracle"]
+    assert info["factor"] == 3 and info["train_lesions"] == 3 * info["base_train_lesions"]
+    assert info["train_images"] > info["base_train_images"]
+    base = read_run(out / "runs" / "ih_gc-synthetic" / "all" / "baseline" / "seed0.json")
+    # Scored on the same test images as the baseline it is the reference for.
+    assert rec["predictions"]["source"] == base["predictions"]["source"]
+    assert len({le for le in base["predictions"]["lesion"]}) == 12 and base["data"]["sizes"]["oracle_student"] > 0
+    # The oracle trained on more images: more optimiser steps in as many epochs.
+    assert rec["timing"]["steps"] > base["timing"]["steps"]
+
+
+def test_oracle_regime_runs_only_the_baseline_on_a_twin_with_oracle_images(smoke_session: Session) -> None:
+    rec = smoke_session.run(_cfg("kd", regime="oracle"), smoke_session.dataset(_cfg("baseline")))
+    assert rec["status"] == "unsupported" and "baseline" in rec["error"]["message"]
+    rec = smoke_session.run(_cfg("baseline", regime="oracle"), smoke_session.dataset(_cfg("baseline")))
+    assert rec["status"] == "unsupported" and "oracle_factor" in rec["error"]["message"]

@@ -85,7 +85,7 @@ def test_views_per_lesion_within_spec():
 
 @pytest.mark.parametrize("name", ["piccolo", "ih_gc"])
 def test_split_is_lesion_level_and_serves_every_regime(name):
-    raw = _render(name, scale=0.03, floor=4)
+    raw = render_twin(name, image_size=16, scale=0.03, min_class_images=4, seed=0, oracle=2)
     t = raw.table
     for lesion in np.unique(t.lesion):
         assert len(set(t.split[t.lesion == lesion])) == 1
@@ -227,3 +227,95 @@ def test_bad_arguments_are_named():
         _render(scale=0.0)
     with pytest.raises(DataError, match="image_size"):
         _render(size=4)
+
+
+def test_eval_lesions_size_held_out_sets_in_lesions_by_class_share():
+    spec = TWINS["piccolo"]
+    plan = plan_twin("piccolo", scale=0.02, min_class_images=3, seed=0, eval_lesions=(20, 60))
+    for split, n in (("val", 20), ("test", 60)):
+        rows = plan.split == split
+        per_class = np.bincount(plan.label[rows], minlength=3)
+        assert per_class.tolist() == [max(2, round(n * f)) for f in spec.class_fractions], split
+        views = np.bincount(plan.image_lesion, minlength=len(plan.label))[rows] // 2  # pairs per lesion
+        lo, hi = spec.eval_views
+        assert views.min() >= lo and views.max() <= hi and len(set(views.tolist())) > 1
+    # Training roles keep the paper's sizes: as many training images per class and modality.
+    base = plan_twin("piccolo", scale=0.02, min_class_images=3, seed=0)
+
+    def train_images(p):
+        rows = p.split[p.image_lesion] == "train"
+        return sorted(zip(p.modality[rows], p.label[p.image_lesion][rows], strict=True))
+
+    assert train_images(plan) == train_images(base)
+
+
+@pytest.mark.parametrize("factor", [2, 5])
+def test_oracle_adds_k_minus_1_times_the_wli_training_lesions_per_class(factor):
+    plan = plan_twin("ih_gc", scale=0.05, min_class_images=3, seed=1, eval_lesions=(10, 20), oracle=factor)
+    wli_train = (plan.split == "train") & np.isin(plan.group, ["paired", "wli"])
+    extra = plan.split == "oracle"
+    assert set(plan.group[extra]) == {"wli"}
+    for c in range(2):
+        assert np.sum(extra & (plan.label == c)) == (factor - 1) * np.sum(wli_train & (plan.label == c))
+    images = np.isin(plan.image_lesion, np.flatnonzero(extra))
+    assert set(plan.modality[images]) == {"wli"} and np.all(plan.twin[images] == -1)
+
+
+def test_oracle_pool_holds_k_times_the_lesions_of_all_and_none_held_out():
+    bundle = load_dataset(
+        DataRequest(name="ih_gc:synthetic", image_size=8, scale=0.05, min_class_images=3, val_lesions=10,
+                    test_lesions=20, oracle=5),
+        log=lambda _: None,
+    )
+    t, s = bundle.table, bundle.splits
+    check_no_lesion_leak(t, s)
+    base, _ = bundle.regime_pools("all")
+    oracle, _ = bundle.regime_pools("oracle")
+    assert len(np.unique(t.lesion[oracle])) == 5 * len(np.unique(t.lesion[base]))
+    assert set(t.modality[oracle]) == {"wli"} and set(base) < set(oracle)
+    held = set(t.lesion[np.concatenate([s.val_student, s.val_teacher, s.test_student, s.test_teacher])])
+    assert not held & set(t.lesion[oracle])
+    # The oracle images train nothing else: no distillation regime's pool holds them.
+    for regime in bundle.regimes():
+        assert not set(s.oracle_student) & set(np.concatenate(bundle.regime_pools(regime))), regime
+    assert "oracle" not in bundle.regimes()
+    plain = load_dataset(DataRequest(name="ih_gc:synthetic", image_size=8, scale=0.05, min_class_images=3))
+    with pytest.raises(DataError, match="no WLI-oracle images"):
+        plain.regime_pools("oracle")
+
+
+def test_oracle_lesions_leave_every_other_image_unchanged():
+    kw = {"image_size": 12, "scale": 0.03, "min_class_images": 3, "seed": 2, "eval_lesions": (8, 16)}
+    plain, with_oracle = render_twin("piccolo", **kw), render_twin("piccolo", oracle=3, **kw)
+    n = len(plain.table)
+    assert len(with_oracle.table) > n
+    assert np.array_equal(plain.table.images, with_oracle.table.images[:n])
+    assert np.array_equal(plain.table.lesion, with_oracle.table.lesion[:n])
+    assert set(with_oracle.table.split[n:]) == {"oracle"}
+    again = render_twin("piccolo", oracle=3, **kw)
+    assert again.table.images.tobytes() == with_oracle.table.images.tobytes()
+
+
+def test_oracle_needs_a_cross_modal_twin_and_a_factor_of_two_or_more():
+    with pytest.raises(DataError, match="oracle"):
+        plan_twin("piccolo", scale=0.02, min_class_images=3, seed=0, oracle=1)
+    with pytest.raises(DataError, match="cross-modal"):
+        plan_twin("ham10000", scale=0.02, min_class_images=3, seed=0, oracle=5)
+
+
+@pytest.mark.parametrize("name", ["piccolo", "polypset", "ih_polyp", "ih_gc"])
+def test_wli_of_each_endoscopy_twin_shows_the_texture_fainter_than_nbi(name):
+    import dataclasses
+
+    from datasets.synthetic import render_spec
+
+    def energy(leak: float | None, modality: str) -> float:
+        spec = TWINS[name] if leak is None else dataclasses.replace(TWINS[name], wli_leak=leak)
+        raw = render_spec(spec, image_size=24, scale=0.02, min_class_images=3, seed=0, eval_lesions=(0, 60))
+        t = raw.table
+        rows = (t.split == "test") & (t.modality == modality)
+        return _class_texture_separation(t.images[rows], t.labels[rows])[0]
+
+    without, wli, nbi = energy(0.0, "wli"), energy(None, "wli"), energy(None, "nbi")
+    assert wli > 1.2 * without, "the twin's WLI view shows no superficial texture"
+    assert wli < 0.7 * nbi, "the twin's WLI view shows the texture as clearly as NBI"

@@ -1,12 +1,15 @@
 """Backbones by timm name, wrapped to return :class:`methods.Outputs`.
 
 Any timm model that implements ``forward_intermediates`` works (ResNets,
-EfficientNets, MobileNetV3, ConvNeXt, ...). The suite adds two small CNNs to timm's
+EfficientNets, MobileNetV3, ConvNeXt, ...). The suite adds small CNNs to timm's
 registry for CPU profiles: ``kdbench_cnn4`` (4 conv stages, 16-32-64-128 channels,
 total stride 8, so a 32-px image still gives a 4x4 map for dense methods; 27 MFLOPs per
-32-px image) and ``kdbench_cnn4_wide`` (twice the width, 4x the FLOPs, the CPU teacher).
-They are sized so that the reference grid's ~450 runs fit a 2-core CPU: at 32 px a
-teacher forward pass of ResNet-18 alone would cost more than the whole student step.
+32-px image), ``kdbench_cnn4_os4`` (the same layers with an output stride of 4: the last
+stage keeps the third stage's resolution, so a 24-px image gives the 6x6 map that CAMs,
+SRCA and masked attention need; 27 MFLOPs per 24-px image, 1.8x ``kdbench_cnn4``) and
+``kdbench_cnn4_wide`` (twice the width, 4x the FLOPs). They are sized so that the
+reference grid's ~800 runs fit a 2-core CPU: at 32 px a teacher forward pass of
+ResNet-18 alone would cost more than the whole student step.
 """
 
 from __future__ import annotations
@@ -30,25 +33,34 @@ def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class SmallCNN(nn.Module):
-    """Four conv-BN-ReLU stages (stride 1, 2, 2, 2) with two convs each, global
+    """Conv-BN-ReLU stages (default strides 1, 2, 2, 2) with two convs each, global
     average pooling and a linear head. timm-compatible: ``forward_features``,
     ``forward_head``, ``forward_intermediates``, ``get_classifier``, ``num_features``."""
 
     def __init__(
-        self, widths: tuple[int, ...] = (16, 32, 64, 128), num_classes: int = 1000, in_chans: int = 3, **_: Any
+        self,
+        widths: tuple[int, ...] = (16, 32, 64, 128),
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        strides: tuple[int, ...] | None = None,
+        **_: Any,
     ) -> None:
         super().__init__()
+        strides = strides or tuple(1 if k == 0 else 2 for k in range(len(widths)))
+        if len(strides) != len(widths):
+            raise ValueError(f"SmallCNN: {len(widths)} widths but {len(strides)} strides")
         stages = []
         cin = in_chans
-        for k, w in enumerate(widths):
-            stages.append(nn.Sequential(_conv_bn_relu(cin, w, 1 if k == 0 else 2), _conv_bn_relu(w, w, 1)))
+        reduction = 1
+        self.feature_info = []
+        for k, (w, stride) in enumerate(zip(widths, strides, strict=True)):
+            stages.append(nn.Sequential(_conv_bn_relu(cin, w, stride), _conv_bn_relu(w, w, 1)))
             cin = w
+            reduction *= stride
+            self.feature_info.append({"num_chs": w, "reduction": reduction, "module": f"stages.{k}"})
         self.stages = nn.ModuleList(stages)
         self.num_features = widths[-1]
         self.fc = nn.Linear(widths[-1], num_classes)
-        self.feature_info = [
-            {"num_chs": w, "reduction": 2**k, "module": f"stages.{k}"} for k, w in enumerate(widths)
-        ]
 
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -75,6 +87,12 @@ class SmallCNN(nn.Module):
 def kdbench_cnn4(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
     """The suite's CPU student: 4 stages, 16-32-64-128 channels, stride 8."""
     return SmallCNN((16, 32, 64, 128), **kwargs)
+
+
+@register_model
+def kdbench_cnn4_os4(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
+    """``kdbench_cnn4`` with output stride 4 (strides 1, 2, 2, 1): 6x6 last map at 24 px."""
+    return SmallCNN((16, 32, 64, 128), strides=(1, 2, 2, 1), **kwargs)
 
 
 @register_model

@@ -52,6 +52,12 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     o.add_argument("--group-size", type=int)
     o.add_argument("--lr", type=float)
     o.add_argument("--data-scale", type=float)
+    o.add_argument("--val-lesions", type=int, help="validation lesions of synthetic twins (0: paper's fractions)")
+    o.add_argument("--test-lesions", type=int, help="test lesions of synthetic twins (0: paper's fractions)")
+    o.add_argument("--oracle", dest="oracle_factor", type=int,
+                   help="WLI-oracle reference on synthetic cross-modal twins: the baseline trained on K x the WLI "
+                        "training lesions (0: none; cpu: 5)")
+    o.add_argument("--val-every", type=int, help="validate every k epochs")
     o.add_argument("--precision", choices=["no", "bf16", "fp16"], help="mixed precision on a GPU (paper: bf16)")
     o.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format for images and networks (paper and cpu: on)")

@@ -30,7 +30,7 @@ from ..settings.config import GridConfig, RunConfig
 from ..training.folds import resolve_folds
 from ..training.probe import write_probe_rows
 from ..training.runfile import read_run, run_path, write_json_atomic
-from ..training.runner import Session
+from ..training.runner import ORACLE_METHOD, ORACLE_REGIME, Session
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -62,6 +62,21 @@ def method_regimes(method: str, requested: list[str], bundle: DatasetBundle) -> 
     return list(dict.fromkeys(str(r) for r in out))
 
 
+def oracle_configs(grid: GridConfig, data_name: str, bundle: DatasetBundle) -> list[RunConfig]:
+    """The WLI-oracle reference runs of one dataset, one per seed: the baseline trained in
+    regime ``oracle`` (profile ``oracle_factor`` times the WLI training lesions of ``all``).
+    Only synthetic cross-modal twins rendered with an oracle factor have them."""
+    if not len(bundle.splits.oracle_student):
+        return []
+    return [
+        RunConfig(dataset=data_name, regime=ORACLE_REGIME, method=ORACLE_METHOD, seed=seed,
+                  profile=grid.resolved_profile(), data=dataclasses.replace(grid.data_options),
+                  method_options=dict(grid.method_options.get(ORACLE_METHOD, {})),
+                  weights=dict(grid.weights.get(ORACLE_METHOD, {})))
+        for seed in grid.seeds
+    ]
+
+
 def expand(grid: GridConfig, bundles: dict[str, DatasetBundle]) -> list[RunConfig]:
     profile = grid.resolved_profile()
     names = methods.expand_methods(grid.methods)
@@ -77,6 +92,7 @@ def expand(grid: GridConfig, bundles: dict[str, DatasetBundle]) -> list[RunConfi
                         method_options=dict(grid.method_options.get(method, {})),
                         weights=dict(grid.weights.get(method, {})), folds=k, fold=fold,
                     ) for fold in range(max(1, k)))
+        configs.extend(oracle_configs(grid, data_name, bundle))
     configs.sort(key=lambda c: (bundles[c.dataset].dataset_id, c.seed, c.fold, c.regime, c.method))
     return configs
 

@@ -50,7 +50,8 @@ def render_twin(profile: Profile, dataset: str = "ih_polyp") -> DatasetBundle:
     """The SYNTHETIC twin of ``dataset`` at the profile's image size and data scale."""
     return load_dataset(
         DataRequest(name=f"{dataset}:synthetic", image_size=profile.image_size, scale=profile.data_scale,
-                    min_class_images=profile.min_class_images),
+                    min_class_images=profile.min_class_images, val_lesions=profile.val_lesions,
+                    test_lesions=profile.test_lesions),
         log=lambda _msg: None,
     )
 

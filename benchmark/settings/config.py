@@ -202,7 +202,8 @@ def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
     overrides = dict(m.get("profile_overrides") or {})
     for key in ("backbone", "teacher_backbone", "epochs", "teacher_epochs", "image_size", "batch_size",
                 "pretrained", "group_size", "lr", "data_scale", "precision", "teacher_cache", "normalize",
-                "bn_recalibration", "channels_last", "min_steps"):
+                "bn_recalibration", "channels_last", "min_steps", "val_lesions", "test_lesions", "oracle_factor",
+                "val_every"):
         if m.get(key) is not None:
             overrides[key] = m[key]
     g.profile_overrides = overrides

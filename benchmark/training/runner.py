@@ -17,12 +17,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import methods
 from datasets.base import DatasetBundle
 from datasets.catalog import DataRequest, load_dataset
 from datasets.kfold import fold_bundle
+from datasets.regimes import Regime
 
 from ..analysis.metrics import classification_metrics
 from ..models.backbones import create_backbone
@@ -36,6 +38,22 @@ from .runfile import SCHEMA_VERSION, run_path
 from .setup import training_setup
 from .teacher import TeacherResult, dataset_fingerprint, get_teacher
 from .train import NonFiniteLossError, fit, predict, seed_everything
+
+ORACLE_REGIME: str = Regime.ORACLE.value
+ORACLE_METHOD = "baseline"
+"""The one method the WLI-oracle reference trains."""
+
+
+def oracle_summary(bundle: DatasetBundle, factor: int) -> dict[str, Any]:
+    """What the WLI oracle trained on, against the baseline's ``all`` pool."""
+    base, _ = bundle.regime_pools(Regime.ALL)
+    oracle, _ = bundle.regime_pools(ORACLE_REGIME)
+    lesions = bundle.table.lesion
+    return {
+        "factor": int(factor), "base_regime": str(Regime.ALL),
+        "train_images": len(oracle), "train_lesions": len(np.unique(lesions[oracle])),
+        "base_train_images": len(base), "base_train_lesions": len(np.unique(lesions[base])),
+    }
 
 
 def make_accelerator(profile: Profile, log_with: list[str] | None = None, logs: Path | None = None) -> Any:
@@ -95,13 +113,14 @@ class Session:
     def dataset(self, cfg: RunConfig) -> DatasetBundle:
         p, d = cfg.profile, cfg.data
         key = (cfg.dataset, d.data_root, d.require_real, d.data_seed, d.on_bad_image, d.modality_list,
-               p.image_size, p.data_scale, p.min_class_images)
+               p.image_size, p.data_scale, p.min_class_images, p.val_lesions, p.test_lesions, p.oracle_factor)
         if key not in self._datasets:
             request = DataRequest(
                 name=cfg.dataset, data_root=d.data_root, image_size=p.image_size, scale=p.data_scale,
                 min_class_images=p.min_class_images, data_seed=d.data_seed, require_real=d.require_real,
                 on_bad_image=d.on_bad_image, cache_dir=str(self.cache_dir / "images"),
-                modality_list=d.modality_list,
+                modality_list=d.modality_list, val_lesions=p.val_lesions, test_lesions=p.test_lesions,
+                oracle=p.oracle_factor,
             )
             self._datasets[key] = load_dataset(request)
         return self._datasets[key]
@@ -174,6 +193,13 @@ class Session:
 
     def unsupported_reason(self, cfg: RunConfig, bundle: DatasetBundle) -> str | None:
         cls = methods.get(cfg.method)
+        if cfg.regime == ORACLE_REGIME:
+            if cfg.method != ORACLE_METHOD:
+                return f"the {ORACLE_REGIME!r} reference trains {ORACLE_METHOD!r} only, not {cfg.method!r}"
+            if not len(bundle.splits.oracle_student):
+                return (f"dataset {bundle.dataset_id!r} has no WLI-oracle images (synthetic cross-modal twins "
+                        "with profile oracle_factor >= 2 have them)")
+            return None
         if cfg.regime not in cls.regimes:
             return (f"method {cfg.method!r} does not support regime {cfg.regime!r} "
                     f"(it supports {', '.join(sorted(cls.regimes))})")
@@ -235,6 +261,9 @@ class Session:
                                      # same condition as train.fit: outputs computed once, un-augmented
                                      "output_cache": bool(profile.teacher_cache and not cls.teacher_augmented)}
             seed_everything(cfg.seed)
+            if cfg.regime == ORACLE_REGIME:
+                record["reference"] = "wli-oracle"
+                record["oracle"] = oracle_summary(bundle, profile.oracle_factor)
             student = create_backbone(profile.backbone, bundle.num_classes, profile.pretrained).to(acc.device)
             if profile.channels_last:
                 student = student.to(memory_format=torch.channels_last)
