@@ -25,6 +25,7 @@ from datasets.base import DatasetBundle
 from .config import GridConfig, RunConfig
 from .runfile import read_run, run_path, write_json_atomic
 from .runner import Session
+from .weights import check_weights_available
 
 CROSS_MODAL_REGIMES = ("paired", "unpaired", "all")
 
@@ -155,9 +156,10 @@ def run_grid(
     per finished run instead of a bar.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    profile = grid.resolved_profile()
+    check_weights_available([profile.backbone, profile.teacher_backbone], profile.pretrained)
     session = Session(grid.out, grid.cache_dir, progress=grid.progress)
     bundles = load_bundles(grid, session)
-    profile = grid.resolved_profile()
     configs = shard_configs(grid, bundles)
     main = session.is_main(profile)
     started = time.perf_counter()
