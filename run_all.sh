@@ -3,6 +3,7 @@
 #
 #   ./run_all.sh                 # set up .venv if needed, run the default grid, write results/REPORT.md
 #   ./run_all.sh --tests         # set up .venv if needed, run the test suite
+#   ./run_all.sh --mutants [GLOB ...]  # mutation testing of the method losses (installs mutmut; not CI)
 #   ./run_all.sh --profile smoke # any other flags are passed to the grid (python -m benchmark ...)
 #
 # The environment is a virtual environment in .venv with the exact package versions
@@ -53,6 +54,16 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PA
 if [ "${1:-}" = "--tests" ]; then
   shift
   exec .venv/bin/python -m pytest -q "$@"
+fi
+
+if [ "${1:-}" = "--mutants" ]; then
+  # Mutation testing of the paper-table methods' losses ([tool.mutmut] in pyproject.toml;
+  # README, "Mutation testing"). mutmut is deliberately not among the pins: installed on demand.
+  shift
+  .venv/bin/python -m pip show mutmut >/dev/null 2>&1 \
+    || .venv/bin/python -m pip install --quiet --disable-pip-version-check mutmut==3.8.1
+  OMP_NUM_THREADS=1 .venv/bin/mutmut run --max-children "$(nproc 2>/dev/null || echo 1)" "$@" || true
+  exec .venv/bin/python tests/mutation_score.py
 fi
 
 # The reference grid: the paper's comparison (every method in its main regimes) on the

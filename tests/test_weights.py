@@ -220,7 +220,7 @@ def test_local_checkpoint_errors_name_the_file(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("name", "spec", "message"),
     [
-        ("efficientnet_lite0", "imagenet21k", "neither 'builtin' nor an existing file"),
+        ("efficientnet_lite0", "imagenet21k", "neither 'builtin', 'timm' nor an existing file"),
         ("efficientnet_lite0", "https://example.org/w.pth", "never downloaded"),
         ("efficientnet_lite0", "hf-hub:timm/efficientnet_lite0.ra_in1k", "never downloaded"),
         ("resnet18", "builtin", "no builtin weights for backbone 'resnet18'"),

@@ -115,6 +115,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.model = model
         self.name = name
+        self.weights: dict[str, Any] = {"spec": "", "origin": "random"}
         if not hasattr(model, "forward_intermediates"):
             raise ValueError(
                 f"timm model {name!r} has no forward_intermediates(); pick a backbone that "
@@ -160,7 +161,9 @@ def create_backbone(name: str, num_classes: int, pretrained: str = "", **kwargs:
     """Build a timm model by name, optionally loading weights, wrapped as a :class:`Backbone`.
 
     ``pretrained``: ``""`` for random init, ``builtin`` for the ImageNet weights that ship
-    inside a registry package, or a local checkpoint path (see :mod:`benchmark.models.weights`).
+    inside a registry package, ``timm`` for timm's ImageNet weights from the local Hugging
+    Face cache, or a local checkpoint path (see :mod:`benchmark.models.weights`). The returned
+    backbone's ``weights`` attribute holds the provenance (origin, file, sha256).
     A name tagged ``.imagenet`` (``efficientnet_lite0.imagenet``) means ``builtin``.
     """
     from .weights import load_pretrained, resolve_backbone
@@ -171,6 +174,7 @@ def create_backbone(name: str, num_classes: int, pretrained: str = "", **kwargs:
     except RuntimeError as err:
         close = timm.list_models(f"*{timm_name[:6]}*")[:5]
         raise ValueError(f"unknown backbone {name!r} ({err}); similar timm names: {close}") from err
-    if pretrained:
-        load_pretrained(model, timm_name, pretrained)
-    return Backbone(model, name)
+    weights = load_pretrained(model, timm_name, pretrained) if pretrained else {"spec": "", "origin": "random"}
+    backbone = Backbone(model, name)
+    backbone.weights = weights  # provenance of the initial weights, for the run file
+    return backbone

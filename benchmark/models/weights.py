@@ -12,6 +12,12 @@ Pretrained specs (``Profile.pretrained`` / ``--pretrained``):
   ``efficientnet_lite0``, ``efficientnet_lite1`` and ``efficientnet_lite2``. The files
   use the ``efficientnet_pytorch`` naming (``_blocks.7._bn1.weight``); they are
   converted to timm's naming (``blocks.3.0.bn2.weight``) by :func:`convert_efficientnet_pytorch`.
+- ``timm``: timm's own ImageNet weights for the backbone (its default pretrained tag, e.g.
+  ``timm/resnet50.a1_in1k`` for ``resnet50``; the ``paper`` profile's default), read from the
+  local Hugging Face cache (``HF_HUB_CACHE``, by default ``~/.cache/huggingface/hub``) or
+  timm's older torch-hub cache (``$TORCH_HOME/hub/checkpoints``). The hub is contacted only
+  when the user sets ``HF_HUB_OFFLINE=0``; otherwise missing weights stop the grid before
+  its first run with a message naming both ways to provide them (:func:`locate_timm_weights`).
 - a path to a local checkpoint: a timm-compatible state dict, raw or under a
   ``state_dict`` / ``model`` key (``torch.load(weights_only=True)``); a checkpoint in the
   ``efficientnet_pytorch`` naming is converted the same way as the builtin files.
@@ -35,6 +41,7 @@ in the expected order fails the check instead of loading silently wrong weights.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,6 +56,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BUILTIN = "builtin"
+TIMM = "timm"
 IMAGENET_TAG = "imagenet"
 
 
@@ -145,6 +153,81 @@ def resolve_backbone(name: str, pretrained: str) -> tuple[str, str]:
     )
 
 
+def _hub_allowed() -> bool:
+    """The hub is reached only when the user sets ``HF_HUB_OFFLINE`` to a false value."""
+    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def _missing_timm_weights(name: str, repo: str | None, reason: str) -> WeightsError:
+    where = f"the Hugging Face repository {repo!r}" if repo else "timm's weights"
+    return WeightsError(
+        f"--pretrained timm: no ImageNet weights for backbone {name!r} ({reason}). The suite never "
+        f"starts from random weights silently. Either pass --pretrained PATH to a local timm-compatible "
+        f"checkpoint of {name!r}, or put {where} into the local Hugging Face cache (HF_HUB_CACHE): run "
+        f"once with HF_HUB_OFFLINE=0 where the hub is reachable (the weights are then read from the cache), "
+        f"e.g. `HF_HUB_OFFLINE=0 python -c \"import timm; timm.create_model('{name}', pretrained=True)\"`. "
+        "Use --pretrained '' to train from random initialisation on purpose"
+    )
+
+
+def locate_timm_weights(name: str) -> tuple[Path, str]:
+    """The file of timm's default ImageNet weights for ``name`` and where it came from.
+
+    Looks in the local Hugging Face cache (``model.safetensors``, then ``pytorch_model.bin``)
+    and in timm's torch-hub cache (the file named by the config's URL); downloads from the
+    hub only when ``HF_HUB_OFFLINE=0`` is set. Raises :class:`WeightsError` naming both ways
+    to provide the weights (``--pretrained PATH`` or the cache) otherwise.
+
+    Returns:
+        ``(path, origin)`` with origin ``hf-cache:<repo>``, ``torch-hub-cache:<file>`` or
+        ``hf-hub:<repo>`` (downloaded now).
+    """
+    import timm
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    base = name.partition(".")[0]
+    try:
+        cfg = timm.models.get_pretrained_cfg(base)
+    except RuntimeError:
+        cfg = None
+    if cfg is None:
+        raise _missing_timm_weights(base, None, "timm knows no pretrained weights for it")
+    repo = cfg.hf_hub_id or None
+    files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+    if repo:
+        cache_dir = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+        for filename in files:
+            found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
+            if isinstance(found, str) and Path(found).is_file():
+                return Path(found), f"hf-cache:{repo}"
+    if cfg.url:
+        local = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
+        if local.is_file():
+            return local, f"torch-hub-cache:{local.name}"
+    if not repo:
+        raise _missing_timm_weights(base, None, "they are not in the local caches")
+    if not _hub_allowed():
+        raise _missing_timm_weights(base, repo, "not in the local cache, and HF_HUB_OFFLINE is not 0")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, files[0])), f"hf-hub:{repo}"
+    except Exception as err:  # no network, no such file, ...
+        raise _missing_timm_weights(base, repo, f"the hub could not be reached: {type(err).__name__}: {err}") from err
+
+
+def check_weights_available(backbones: list[str], spec: str) -> None:
+    """Fail before a grid's first run when its pretrained weights cannot be found."""
+    if not spec:
+        return
+    for name in dict.fromkeys(backbones):
+        base, resolved = resolve_backbone(name, spec)
+        if resolved == TIMM:
+            locate_timm_weights(base)
+        else:
+            _check_spec(resolved, base)
+
+
 def _check_spec(spec: str, name: str) -> Path | PackagedWeights:
     if spec == BUILTIN:
         base = name.partition(".")[0]
@@ -162,9 +245,9 @@ def _check_spec(spec: str, name: str) -> Path | PackagedWeights:
     path = Path(spec).expanduser()
     if not path.exists():
         raise WeightsError(
-            f"--pretrained {spec!r} is neither 'builtin' nor an existing file; give 'builtin' "
+            f"--pretrained {spec!r} is neither 'builtin', 'timm' nor an existing file; give 'builtin' "
             f"(ships for {', '.join(PACKAGED)}), the path of a local timm-compatible checkpoint, "
-            "or '' for random initialisation"
+            "'timm' (timm's ImageNet weights from the local Hugging Face cache), or '' for random initialisation"
         )
     if not path.is_file():
         raise WeightsError(f"--pretrained {spec!r} is a directory; give the checkpoint file inside it")
@@ -352,6 +435,10 @@ def file_sha256(path: Path) -> str:
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return dict(load_file(str(path), device="cpu"))
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise WeightsError(
@@ -446,17 +533,24 @@ def load_pretrained(model: nn.Module, name: str, spec: str) -> dict[str, Any]:
     Args:
         model: the timm model (with the run's ``num_classes``).
         name: its timm name (a ``.imagenet`` tag is ignored here; see :func:`resolve_backbone`).
-        spec: ``builtin`` or the path of a local checkpoint (see the module docstring).
+        spec: ``builtin``, ``timm`` or the path of a local checkpoint (see the module docstring).
 
     Returns:
-        Provenance: ``spec``, ``source`` (file), ``sha256``, ``format``
+        Provenance: ``spec``, ``origin`` (``package:<dist>``, ``checkpoint``,
+        ``hf-cache:<repo>``, ``torch-hub-cache:<file>`` or ``hf-hub:<repo>``), ``source`` (file), ``sha256``, ``format``
         (``timm`` or ``efficientnet_pytorch``), ``tensors`` loaded, ``mapping`` summary for
         converted files, ``skipped`` keys (the classifier when the class count differs;
         it is then re-initialised small, see ``classifier_init``), and for builtin weights
         the ``package``, its ``version`` and ``licence``.
     """
-    source = _check_spec(spec, name)
     info: dict[str, Any] = {"spec": spec, "backbone": name}
+    source: Path | PackagedWeights
+    if spec == TIMM:
+        source, origin = locate_timm_weights(name)
+    else:
+        source = _check_spec(spec, name)
+        origin = f"package:{source.distribution}" if isinstance(source, PackagedWeights) else "checkpoint"
+    info["origin"] = origin
     if isinstance(source, PackagedWeights):
         path = source.path()
         info.update(package=source.distribution, version=source.version(), licence=source.licence)

@@ -44,7 +44,8 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("profile overrides")
     o.add_argument("--backbone")
     o.add_argument("--teacher-backbone")
-    o.add_argument("--pretrained", help="'builtin' (packaged ImageNet weights) or a checkpoint path")
+    o.add_argument("--pretrained", help="'builtin' (packaged ImageNet weights), 'timm' (timm's ImageNet weights "
+                   "from the local Hugging Face cache), a checkpoint path, or '' for random initialisation")
     o.add_argument("--epochs", type=int)
     o.add_argument("--teacher-epochs", type=int)
     o.add_argument("--image-size", type=int)

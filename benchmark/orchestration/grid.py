@@ -26,6 +26,7 @@ import methods
 from datasets.base import DatasetBundle
 from datasets.regimes import Regime, parse_regime
 
+from ..models.weights import check_weights_available
 from ..settings.config import GridConfig, RunConfig
 from ..training.folds import resolve_folds
 from ..training.probe import write_probe_rows
@@ -174,9 +175,10 @@ def run_grid(
     per finished run instead of a bar.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    profile = grid.resolved_profile()
+    check_weights_available([profile.backbone, profile.teacher_backbone], profile.pretrained)
     session = Session(grid.out, grid.cache_dir, progress=grid.progress, log_with=grid.log_with)
     bundles = load_bundles(grid, session)
-    profile = grid.resolved_profile()
     configs = shard_configs(grid, bundles)
     main = session.is_main(profile)
     started = time.perf_counter()

@@ -3,8 +3,11 @@ the suite's compute settings live.
 
 - ``smoke``: seconds per run; what the tests use.
 - ``cpu``: the default; the whole ``./run_all.sh`` grid on a 2-core CPU.
-- ``paper``: the PaGKD paper's setting (ResNet-50 teacher and student, 448 px,
-  Adam 1e-4, weight decay 1e-8, batch 24), for real data and a GPU.
+- ``paper``: the PaGKD paper's setting (ImageNet-initialised ResNet-50 teacher and
+  student, 448 px, Adam 1e-4, weight decay 1e-8, batch 24), for real data and a GPU. The
+  ImageNet weights are timm's (``pretrained="timm"``: read from the local Hugging Face
+  cache, or the hub when ``HF_HUB_OFFLINE=0``) or ``--pretrained PATH``; without either
+  the grid stops before its first run (never a silent random start).
 
 Every field can be overridden from the command line or a grid file; the resolved
 values are stored in each run file.
@@ -49,7 +52,8 @@ class Profile:
         channels_last: use the channels-last memory format.
         teacher_cache: reuse teacher outputs computed once per run when the method does
             not need augmented teacher inputs.
-        pretrained: ``""`` (random init), ``builtin`` or a checkpoint path.
+        pretrained: ``""`` (random init), ``builtin`` (packaged weights), ``timm`` (timm's
+            ImageNet weights from the local Hugging Face cache) or a checkpoint path.
         normalize: input normalisation, ``none`` (pixels scaled to [0, 1]) or
             ``imagenet`` (the mean/std that go with ImageNet-pretrained weights).
         val_every: validate every k epochs (model selection on validation AUC).
@@ -163,6 +167,9 @@ PROFILES: dict[str, Profile] = {
         precision="bf16",
         channels_last=True,
         val_every=1,
+        # PaGKD, ADD, CRCKD and SSD-KD all start from ImageNet weights.
+        pretrained="timm",
+        normalize="imagenet",
     ),
     # Small real datasets (a few dozen to a few hundred lesions) on a CPU: ImageNet-pretrained
     # EfficientNet-Lite0 student and Lite2 teacher from the packaged offline weights

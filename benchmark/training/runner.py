@@ -233,6 +233,7 @@ class Session:
         }
         rec["cost"] = model_cost(teacher.model, bundle.num_classes, cfg.profile.image_size,
                                  cfg.profile.teacher_backbone)
+        rec["weights"] = {"student": None, "teacher": getattr(teacher.model, "weights", None)}
         return rec
 
     def run(self, cfg: RunConfig, bundle: DatasetBundle) -> dict[str, Any]:
@@ -296,6 +297,8 @@ class Session:
                 "source": [str(x) for x in bundle.table.source[test]],
                 "modality": bundle.student_modality,
             }
+            record["weights"] = {"student": student.weights,
+                                 "teacher": getattr(teacher, "weights", None) if teacher is not None else None}
             record["cost"] = model_cost(student, bundle.num_classes, profile.image_size, profile.backbone)
             record["student_sha256"] = state_sha256(student)
             record["sampler"] = {"kind": cls.sampler, "underfilled_classes": {

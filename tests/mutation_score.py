@@ -1,0 +1,174 @@
+"""Mutation score of the method losses from a finished ``mutmut run`` (``./run_all.sh --mutants``).
+
+Reads ``mutants/methods/*.py.meta`` (mutmut's result per mutant) and the mutated sources,
+and prints, per module, the killed mutants out of those that can change a loss value.
+
+Rule for the mutants left out (they cannot change any loss value):
+* mutants whose only change is inside a ``raise`` statement (the text or type of an error
+  message; the condition that raises is *not* left out), or drops or nulls a ``device=``
+  argument (a wrong device raises, it cannot change a value);
+* mutants of ``describe`` / ``_validate_options`` (metadata and option validation);
+* the survivors reviewed one by one in :data:`EQUIVALENT`, each with the reason it cannot
+  change a value (a keyword set to its default, a scale that cancels, ...).
+Every other mutant counts. Killed = a test failed (or timed out); survived = every test
+passed; "no tests" (no selected test reaches the function) counts as survived.
+
+Usage: ``python tests/mutation_score.py [--survivors] [MODULE ...]`` from the repository root.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+from pathlib import Path
+
+# Mutants reviewed as unable to change any loss value (numbering as of the sources they were
+# reviewed against; a changed module renumbers its mutants, so re-review its survivors).
+EQUIVALENT: dict[str, str] = {
+    **{f"methods.kd.x_kd_loss__mutmut_{n}": "log_softmax dim=None or omitted: torch's implicit dim of 2-D is 1"
+       for n in (3, 5, 10, 12)},
+    **{f"methods.pkt.x_cosine_conditional_probabilities__mutmut_{n}": "nan_to_num nan=None/omitted: default 0.0"
+       for n in (12, 14)},
+    **{f"methods.pkt.x_cosine_conditional_probabilities__mutmut_{n}": "kernel scale cancels in the row normalisation"
+       for n in (19, 22)},
+    "methods.rkd.x_mean_normalised_distances__mutmut_7": "distance matrix is symmetric: the positive count is even",
+    **{f"methods.rkd.x_triplet_angles__mutmut_{n}": "F.normalize p=None/omitted: default p=2" for n in (9, 12)},
+    **{f"methods.rkd.x_pairwise_distances__mutmut_{n}": "torch.eye device/dtype dropped: 0/1 exact in every dtype; "
+       "a device mismatch raises, it cannot change a value" for n in (18, 19, 21, 22)},
+    **{f"methods.samd.x_semantic_attention__mutmut_{n}": "shape index of a 3-D CAM: a same-size bilinear resize is "
+       "the identity" for n in (16, 17)},
+    **{f"methods.samd.x_semantic_attention__mutmut_{n}": "align_corners=None/omitted: default False" for n in (24, 28)},
+    "methods.samd.xǁSAMDǁ__init____mutmut_1": "ctx=None: SAMD never reads ctx after construction",
+    "methods.pagkd.x__anchored_infonce__mutmut_8": "the similarity matrix is square",
+    **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "defaults every caller passes explicitly"
+       for n in (1, 2)},
+    "methods.pagkd.x_group_position_embedding__mutmut_11": "a (hw, d) zero tensor broadcasts to the same sum",
+    **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "dim / 2 for dim // 2 (dim % 4 == 0): same values"
+       for n in (38, 44)},
+    **{f"methods.pagkd.x_group_units__mutmut_{n}": "torch.unique returns sorted values whatever sorted= says"
+       for n in (7, 10)},
+    **{f"methods.pagkd.x_group_units__mutmut_{n}": "argsort without stable=True: torch's sort keeps ties in order "
+       "at these sizes (not decidable by a deterministic test)" for n in (17, 18)},
+    **{f"methods.pagkd.x_group_units__mutmut_{n}": "empty-batch branch: an empty batch never reaches losses"
+       for n in (35, 37)},
+    "methods.pagkd.x_masked_mse__mutmut_9": "bool weights give the same sums",
+    "methods.pagkd.x_set_similarity__mutmut_23": "einsum subscripts in upper case: the same contraction",
+    **{f"methods.pagkd.x_standardise_channels__mutmut_{n}": "keepdim dropped: a (d,) statistic broadcasts over the "
+       "last axis the same way" for n in (7, 10, 16, 20)},
+    "methods.pagkd.xǁAveragePrototypesǁforward__mutmut_12": "summing size-1 axes 2 or 3 is the same",
+    "methods.pagkd.xǁAveragePrototypesǁforward__mutmut_2": "bool weights give the same sums",
+    **{f"methods.pagkd.xǁLRQFormerǁ__init____mutmut_{n}": "defaults PaGKD always passes explicitly"
+       for n in (1, 2, 3, 4)},
+    "methods.pagkd.xǁLRQFormerǁforward__mutmut_15": "spatial= default True equals the only value PaGKD uses",
+    **{f"methods.pagkd.xǁLRQFormerǁforward__mutmut_{n}": ".to(None) for a dtype cast: identity in float32 (the "
+       "tests' precision; mixed precision is autocast's)" for n in (28, 45)},
+    "methods.pagkd.xǁSRCAǁforward__mutmut_14": ".to(None) for a dtype cast: identity in float32",
+    "methods.pagkd.xǁPaGKDǁ__init____mutmut_1": "ctx=None: only the constructor reads ctx (passed directly)",
+    "methods.pagkd.xǁPaGKDǁ__init____mutmut_76": "ffn_ratio dropped: LRQFormer's default 4 equals the option's",
+    **{f"methods.pagkd.xǁPaGKDǁ__init____mutmut_{n}": "bias=None is bias=False" for n in (39, 52)},
+    "methods.pagkd.xǁSRCAǁ__init____mutmut_7": "bias=None is bias=False",
+    **{f"methods.pagkd.xǁSRCAǁ__init____mutmut_{n}": "a key bias adds q.b to every logit of a row: softmax "
+       "is invariant to it" for n in (17, 20, 23)},
+    **{f"methods.pagkd.xǁSRCAǁ__init____mutmut_{n}": "scale None or width / 4: masked_attention's default "
+       "1/sqrt(d/4) and width % 4 == 0 give the same scale" for n in (24, 28)},
+    **{f"methods.pagkd.xǁSRCAǁforward__mutmut_{n}": "scale=None/omitted: masked_attention's default is "
+       "1/sqrt(q width) = 1/sqrt(d/4)" for n in (8, 13)},
+    **{f"methods.pagkd.xǁPaGKDǁ{fn}__mutmut_{n}": "shape[+2] of a 4-D map is shape[-2]"
+       for fn, n in (("dense_loss", 25), ("dense_loss", 32), ("prototype_loss", 11), ("prototype_loss", 23))},
+}
+
+KILLED = {1, 3, 36, 24, -24, 152, 255}
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+NOT_VALUE_FUNCTIONS = {"describe", "_validate_options"}
+_NAME = re.compile(r"^(?P<func>.+)__mutmut_(?P<n>\d+)$")
+
+
+class _StripRaise(ast.NodeTransformer):
+    """Blank every ``raise`` statement and drop ``device=`` keywords: a mutant that differs only
+    there changes an error message, or puts a tensor on the wrong device (which raises on a GPU
+    and is the identity on the CPU); neither can change a loss value silently."""
+
+    def visit_Raise(self, node: ast.Raise) -> ast.Raise:
+        return ast.Raise(exc=None, cause=None)
+
+    def visit_Call(self, node: ast.Call) -> ast.Call:
+        self.generic_visit(node)
+        node.keywords = [k for k in node.keywords if k.arg != "device"]
+        node.args = [a for a in node.args if not (isinstance(a, ast.Attribute) and a.attr == "device")]
+        return node
+
+
+def _normalised(fn: ast.FunctionDef) -> str:
+    fn = ast.parse(ast.unparse(fn)).body[0]
+    fn.name = "f"
+    if fn.body and isinstance(fn.body[0], ast.Expr) and isinstance(getattr(fn.body[0], "value", None), ast.Constant):
+        fn.body = fn.body[1:]
+    return ast.dump(_StripRaise().visit(fn))
+
+
+def _functions(source: Path) -> dict[str, ast.FunctionDef]:
+    found: dict[str, ast.FunctionDef] = {}
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.FunctionDef) and "__mutmut_" in node.name:
+            found[node.name] = node
+    return found
+
+
+def module_score(meta: Path) -> dict:
+    module = meta.name.removesuffix(".py.meta")
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    functions = _functions(meta.with_name(module + ".py"))
+    row = {"module": module, "mutants": 0, "excluded": 0, "killed": 0, "survived": [], "no_tests": 0,
+           "not_checked": 0}
+    for key, code in sorted(codes.items()):
+        name = key.rsplit(".", 1)[-1]
+        match = _NAME.match(name)
+        func = match.group("func") if match else name
+        short = func.split("ǁ")[-1].removeprefix("x_")
+        row["mutants"] += 1
+        orig = functions.get(f"{func}__mutmut_orig")
+        if key in EQUIVALENT or short in NOT_VALUE_FUNCTIONS or (
+            orig is not None and name in functions and _normalised(functions[name]) == _normalised(orig)
+        ):
+            row["excluded"] += 1
+        elif code is None:
+            row["not_checked"] += 1
+        elif code in KILLED:
+            row["killed"] += 1
+        else:
+            row["survived"].append(key)
+            if code in NO_TESTS:
+                row["no_tests"] += 1
+    counted = row["mutants"] - row["excluded"] - row["not_checked"]
+    row["score"] = row["killed"] / counted if counted else float("nan")
+    return row
+
+
+def main(argv: list[str]) -> int:
+    show = "--survivors" in argv
+    wanted = [a for a in argv if not a.startswith("--")]
+    print("| module | mutants | left out (rule) | checked | killed | survived (no tests) | score |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for meta in sorted(Path("mutants/methods").glob("*.py.meta")):
+        row = module_score(meta)
+        if wanted and row["module"] not in wanted:
+            continue
+        checked = row["mutants"] - row["excluded"] - row["not_checked"]
+        if not checked:
+            continue
+        rows.append(row)
+        print(f"| {row['module']} | {row['mutants']} | {row['excluded']} | {checked} | {row['killed']} | "
+              f"{len(row['survived'])} ({row['no_tests']}) | {100 * row['score']:.1f} % |")
+    if show:
+        for row in rows:
+            for key in row["survived"]:
+                print(key)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
