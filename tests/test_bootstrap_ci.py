@@ -110,3 +110,27 @@ def test_gap_closed_undefined_without_a_gap_and_teacher_on_own_images() -> None:
     teacher = [_probs(3 * ty + rng.normal(size=60))]
     res = gap_closed_ci(y, s, b, lesion, teacher, teacher_y=ty, teacher_lesion=np.arange(60), n_boot=1000)
     assert res.teacher_auc > res.baseline_auc and math.isfinite(res.low) and res.low < res.estimate < res.high
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_lesion_auc_bilinear_form_equals_the_weighted_auc(k: int) -> None:
+    """The fast seed-mean AUC of resampled lesions (UnitAUC) against the image-weighted AUC of the
+    same draws: 1-3 views per lesion, tied scores, two seeds, binary and macro one-vs-rest; and its
+    closed-form leave-one-lesion-out values against recomputed ones."""
+    from benchmark.analysis.bootstrap import UnitAUC, _draw_counts, _metric, _units
+
+    rng = np.random.default_rng(3)
+    views = rng.integers(1, 4, size=40)
+    les = np.repeat(np.arange(40), views)
+    y = les % k
+    probs = []
+    for _ in range(2):
+        logits = rng.normal(size=(len(y), k)) + np.eye(k)[y]
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        probs.append(np.round(p, 1))  # many ties
+    index, unit_label = _units(y, les)
+    fast = UnitAUC(y, probs, index, len(unit_label))
+    counts = _draw_counts(rng, unit_label, 50, stratified=True)
+    np.testing.assert_allclose(fast.values(counts), _metric(y, probs, counts[:, index], "auc"), rtol=0, atol=1e-6)
+    loo = (index[None, :] != np.arange(len(unit_label))[:, None]).astype(float)
+    np.testing.assert_allclose(fast.jackknife(), _metric(y, probs, loo, "auc"), rtol=0, atol=1e-12)
