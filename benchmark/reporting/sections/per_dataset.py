@@ -340,12 +340,14 @@ def dataset_figures(doc: Report, ds: str, cells: list[Cell]) -> None:
     if bars:
         t_auc = upper.mean("auc") if upper is not None else None
         paths = figures.auc_bars(
-            f"{label}: AUC with 95% lesion-bootstrap CI",
+            f"{label}: AUC with 95% CI",
             bars,
             doc.fig_dir / f"auc_{slug(ds)}",
             t_auc,
             method_label(upper.method) if upper else "teacher",
         )
         doc.add_figure(
-            paths, f"{label}: mean AUC over seeds; whiskers: 95% lesion-level bootstrap CI of the seed-mean AUC"
+            paths,
+            f"{label}: mean AUC over seeds; whiskers: 95% CI of the seed-mean AUC ({CI_BOOT}; a single model: "
+            f"{CI_DELONG})",
         )
