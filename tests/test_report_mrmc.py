@@ -187,3 +187,18 @@ def test_run_files_without_lesion_ids_count_images_as_cases(tmp_path: Path) -> N
     an = or_analysis(Y, [_probs("all", "strong"), _probs("all", "baseline")], None)
     assert _close(row["p_mrmc"], an.contrast("1", "2", "RRRC").p)
     assert "no lesion ids in the run files: each test image counted as its own case" in text
+
+
+def test_reference_table_sets_teacher_oracle_and_baseline_side_by_side(built: tuple[Path, str]) -> None:
+    root, _ = built
+    (row,) = _csv(root, "references")
+    from sklearn.metrics import roc_auc_score
+
+    def seed_mean(name: str, strength: float) -> float:
+        return float(np.mean([roc_auc_score(Y, _prob(name, s, strength)[:, 1]) for s in SEEDS]))
+
+    teacher, oracle = seed_mean("teacher/teacher-nbi", 3.0), seed_mean("oracle/baseline", 1.5)
+    base = seed_mean("all/baseline", 0.5)
+    assert _close(row["teacher_auc"], teacher) and _close(row["oracle_auc"], oracle)
+    assert _close(row["baseline_auc"], base) and row["baseline_seeds"] == "3"  # D_p+D_unp, not the one-seed D_unp
+    assert _close(row["oracle_minus_baseline"], oracle - base)

@@ -125,7 +125,54 @@ def summary_section(doc: Report) -> None:
         "Mean ± std over seeds; best student per dataset in bold. Datasets marked [SYNTHETIC] are rendered twins."
     )
     doc.add_table(full)
+    reference_table(doc, dss)
     power_table(doc, dss)
+
+
+def reference_table(doc: Report, dss: list[str]) -> None:
+    """Per dataset: the NBI teacher, the WLI oracle and the baseline side by side (synthetic twins with an oracle)."""
+    with_oracle = [ds for ds in dss if doc.r.oracle(ds) is not None]
+    if not with_oracle:
+        return
+    table = Table(
+        "references",
+        "Reference rows: NBI teacher, WLI oracle and student-only baseline, AUC (%) with 95% CI",
+        ["dataset", "NBI teacher", "WLI oracle", "baseline", "oracle − baseline", "teacher − oracle"],
+        numeric={1, 2, 3, 4, 5},
+    )
+
+    def auc_ci(c: Cell | None, name: str) -> TCell:
+        if c is None:
+            return TCell("—", {f"{name}_auc": math.nan})
+        low, high, _ = doc.ci(c)
+        ci = f" [{100 * low:.1f}, {100 * high:.1f}]" if math.isfinite(low) else ""
+        return TCell(pct(c.mean("auc")) + ci, {f"{name}_auc": c.mean("auc"), f"{name}_ci_low": low,
+                                               f"{name}_ci_high": high, f"{name}_seeds": len(c.seeds)})
+
+    for ds in with_oracle:
+        teacher, oracle = doc.r.upper_bound(ds), doc.r.oracle(ds)
+        base_regime = str(((oracle.record or {}).get("oracle") or {}).get("base_regime", "all"))
+        base = doc.r.cell(ds, base_regime, BASELINE)
+        t, o, b = (c.mean("auc") if c is not None else math.nan for c in (teacher, oracle, base))
+        table.rows.append(
+            [
+                TCell(doc.r.label(ds), {"dataset": ds, "synthetic": bool(doc.r.synthetic.get(ds))}),
+                auc_ci(teacher, "teacher"),
+                auc_ci(oracle, "oracle"),
+                auc_ci(base, "baseline"),
+                TCell(pct(o - b), {"oracle_minus_baseline": o - b}),
+                TCell(pct(t - o), {"teacher_minus_oracle": t - o}),
+            ]
+        )
+    table.notes.append(
+        "Mean AUC over seeds with its 95% CI. NBI teacher: scored on the NBI views of the test lesions. WLI "
+        "oracle: `baseline` trained on k x the WLI training lesions of the twin (the factor is in the per-dataset "
+        "table); baseline: `baseline` on the training data the oracle multiplies (D_p+D_unp unless the run file "
+        "says otherwise). Oracle − baseline is what more WLI data gives the student, the room a distiller has; "
+        "teacher − oracle what only the NBI view carries. Only datasets with WLI-oracle runs (synthetic "
+        "cross-modal twins) are listed. Datasets marked [SYNTHETIC] are rendered twins."
+    )
+    doc.add_table(table)
 
 
 def power_table(doc: Report, dss: list[str]) -> None:
