@@ -281,7 +281,7 @@ def mcb_tables(doc: Report, ds: str, students: list[Cell]) -> None:
         f"{label}. Hsu's multiple comparisons with the best (constrained intervals, simultaneous "
         f"{100 * (1 - ALPHA):.0f}% per training data) for AUC(method) − max AUC(other methods), in AUC points, "
         "from one OR/Hillis MRMC analysis of all methods with that training data (common seeds; error term "
-        "2·MSden/J, Hillis ddf). The intervals account for picking the best from the same data, so no p-values "
+        "2 MSden / J, Hillis ddf). The intervals account for picking the best from the same data, so no p-values "
         "are shown. Verdict: `not best` when the upper bound is 0, `best` when the lower bound is 0, otherwise "
         "`can be best`."
     )
