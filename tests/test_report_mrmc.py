@@ -202,3 +202,12 @@ def test_reference_table_sets_teacher_oracle_and_baseline_side_by_side(built: tu
     assert _close(row["teacher_auc"], teacher) and _close(row["oracle_auc"], oracle)
     assert _close(row["baseline_auc"], base) and row["baseline_seeds"] == "3"  # D_p+D_unp, not the one-seed D_unp
     assert _close(row["oracle_minus_baseline"], oracle - base)
+
+
+def test_null_simulation_rates_are_quoted(built: tuple[Path, str]) -> None:
+    from benchmark.reporting.sections.reading import null_rates
+
+    _, text = built
+    rates = null_rates().rates
+    assert f"is {rates['or_delong']:.3f} for the primary test" in text
+    assert 0.03 <= rates["or_delong"] <= 0.07 < rates["delong_seed_averaged"]

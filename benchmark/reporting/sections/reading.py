@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from functools import lru_cache
+
+from ...analysis.nullsim import NullResult, run_null_simulation
 from ...analysis.ranking import HOLM_FAMILIES
 from ...analysis.stats import wilcoxon_min_n
 from ..comparisons import ALPHA, MARK_MRMC, MARK_T, POWER
 from ..document import CI_DELONG, MARK_SINGLE, Report
 from ..naming import BASELINE
 
+NULL_REPLICATES = 2000
+
+
+@lru_cache(maxsize=1)
+def null_rates() -> NullResult:
+    """False-positive rates of the tests under the null simulation's default design (seconds; once per process)."""
+    return run_null_simulation(NULL_REPLICATES, alpha=ALPHA, seed=0)
+
 
 def methods_section(doc: Report) -> None:
     n_min = wilcoxon_min_n(ALPHA)
     families = HOLM_FAMILIES.splitlines()
+    null = null_rates()
+    d = asdict(null.design)
     doc.emit(
         "## How to read the tables",
         "",
@@ -35,6 +49,13 @@ def methods_section(doc: Report) -> None:
         "models: is this model better than that one, not is this method better). DeLong over images on "
         "seed-averaged probabilities is not reported: it counts views of one lesion as independent, ignores "
         "seed variation and tests the seed ensemble, not the tables' mean AUC.",
+        f"- Validity: in a null simulation ({null.replicates:,} replicates of two equally good methods, "
+        f"{d['n_lesions']} test lesions with {d['min_views']}-{d['max_views']} views each, {d['n_seeds']} seeds per "
+        "method that differ in quality; `python -m benchmark.analysis.nullsim`), the false-positive rate at "
+        f"α = {ALPHA} is {null.rates['or_delong']:.3f} for the primary test (jackknife covariance: "
+        f"{null.rates['or_jackknife']:.3f}), {null.rates['paired_t_seeds']:.3f} for the paired t-test over seeds, "
+        f"{null.rates['delong_seed_averaged']:.3f} for DeLong over images on seed-averaged probabilities and "
+        f"{null.rates['delong_image_seed0']:.3f} for DeLong over images on one seed.",
         f"- Power: each dataset states the smallest AUC difference its primary test detects with "
         f"{100 * POWER:.0f}% power at Holm's first step (α / number of comparisons with `{BASELINE}`), from "
         "the measured variance components; a difference below it going unflagged is not evidence of no effect.",
