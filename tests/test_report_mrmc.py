@@ -78,6 +78,7 @@ def _write(out: Path, lesion: bool = True) -> None:
         oracle["oracle"] = {"factor": 5, "base_regime": "all", "train_lesions": 240, "base_train_lesions": 48}
         recs.append(oracle)
         recs += [_record("all", m, seed, s, lesion) for m, s in STUDENTS.items()]
+    recs.append(_record("all", "partial", 0, 1.0, lesion))  # one seed only: left out of the MCB design
     recs.append(_record("unpaired", "baseline", 0, 0.5, lesion))  # one seed: a single model
     recs.append(_record("unpaired", "kd", 0, 0.7, lesion))
     for rec in recs:
@@ -108,11 +109,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_primary_test_and_power_equal_direct_calls(built: tuple[Path, str]) -> None:
     root, text = built
     rows = {(r["method"], r["regime"]): r for r in _csv(root, "twin_vs_baseline")}
-    assert set(rows) == {("kd", "all"), ("strong", "all"), ("kd", "unpaired")}  # no oracle, no teacher
+    assert set(rows) == {("kd", "all"), ("strong", "all"), ("partial", "all"), ("kd", "unpaired")}  # no references
     direct = {m: or_analysis(Y, [_probs("all", m), _probs("all", "baseline")], LESION_IDS, "delong", [m, "baseline"])
               for m in ("kd", "strong")}
     images_as_cases = or_analysis(Y, [_probs("all", "strong"), _probs("all", "baseline")], None)
-    m = 2  # the comparisons with a primary p (the one-seed row has none)
+    m = 2  # the comparisons with a primary p (the one-seed rows have none)
     for method, an in direct.items():
         c = an.contrast(method, "baseline", "RRRC")
         row = rows[(method, "all")]
@@ -152,12 +153,13 @@ def test_oracle_is_a_reference_row_outside_comparisons(built: tuple[Path, str]) 
 
 
 def test_mcb_and_gap_closed_interval_equal_direct_calls(built: tuple[Path, str]) -> None:
-    root, _ = built
+    root, text = built
     names = list(STUDENTS)
     an = or_analysis(Y, [_probs("all", m) for m in names], LESION_IDS, "delong", names)
     expected = {r.method: r for r in mcb_from_analysis(an)}
     rows = [r for r in _csv(root, "twin_vs_best") if r["regime"] == "all"]
-    assert {r["method"] for r in rows} == set(names)
+    assert {r["method"] for r in rows} == set(names)  # the one-seed method is left out, not the whole design
+    assert "partial with D_p+D_unp (too few seeds shared with the others)" in text
     for r in rows:
         e = expected[r["method"]]
         assert _close(r["mcb_low"], e.low) and _close(r["mcb_high"], e.high)

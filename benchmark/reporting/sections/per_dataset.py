@@ -237,6 +237,17 @@ def comparison_table(doc: Report, ds: str, kind: str, title: str, comps: list[Co
     return table
 
 
+def crossed(cells: list[Cell]) -> tuple[list[Cell], list[str]]:
+    """A fully crossed design for MCB: leave out the methods with the fewest seeds until the rest share
+    at least 2 seeds; returns the cells kept and the methods left out."""
+    kept = sorted(cells, key=lambda c: (-len(c.seeds), c.method))
+    left_out: list[str] = []
+    while len(kept) >= 2 and len(set.intersection(*(set(c.ok) for c in kept))) < 2:
+        left_out.append(kept.pop().method)
+    order = {id(c): i for i, c in enumerate(cells)}
+    return sorted(kept, key=lambda c: order[id(c)]), left_out
+
+
 def mcb_tables(doc: Report, ds: str, students: list[Cell]) -> None:
     """Per training data: Hsu's MCB intervals against the best of the other methods (no p-values)."""
     label = doc.r.label(ds)
@@ -251,9 +262,13 @@ def mcb_tables(doc: Report, ds: str, students: list[Cell]) -> None:
         group = [c for c in students if c.regime == regime and math.isfinite(c.mean("auc"))]
         if len(group) < 2:
             continue
-        an = analyse(group)
-        if an.analysis is None or an.analysis.rrrc is None:
-            skipped.append(f"{regime_name(regime)} ({an.note or 'fewer than 2 common seeds'})")
+        group, left_out = crossed(group)
+        if left_out and len(group) >= 2:
+            skipped.append(f"{', '.join(left_out)} with {regime_name(regime)} (too few seeds shared with the others)")
+        an = analyse(group) if len(group) >= 2 else None
+        if an is None or an.analysis is None or an.analysis.rrrc is None:
+            why = an.note if an is not None and an.note else "fewer than 2 common seeds"
+            skipped.append(f"{regime_name(regime)} ({why})")
             continue
         by_method = {c.method: c for c in group}
         for row in sorted(mcb_from_analysis(an.analysis), key=lambda r: -r.mean):
