@@ -134,3 +134,28 @@ def test_lesion_auc_bilinear_form_equals_the_weighted_auc(k: int) -> None:
     np.testing.assert_allclose(fast.values(counts), _metric(y, probs, counts[:, index], "auc"), rtol=0, atol=1e-6)
     loo = (index[None, :] != np.arange(len(unit_label))[:, None]).astype(float)
     np.testing.assert_allclose(fast.jackknife(), _metric(y, probs, loo, "auc"), rtol=0, atol=1e-12)
+
+
+def test_gap_closed_batch_equals_one_call_per_student() -> None:
+    """Several students against one baseline and teacher (students of 3 and of 2 seeds): each
+    result is the one its own gap_closed_ci call gives."""
+    from benchmark.analysis.bootstrap import gap_closed_cis
+
+    rng = np.random.default_rng(11)
+    les = np.repeat(np.arange(30), 2)
+    y = les % 2
+
+    def probs(strength: float, n: int) -> list[np.ndarray]:
+        out = []
+        for _ in range(n):
+            p = 1 / (1 + np.exp(-(strength * y + rng.normal(size=len(y)))))
+            out.append(np.c_[1 - p, p])
+        return out
+
+    base, teacher = probs(0.5, 3), probs(3.0, 3)
+    students = [probs(1.0, 3), probs(2.0, 2), probs(1.5, 3)]
+    batch = gap_closed_cis(y, students, base, les, teacher, n_boot=400, chunk=150)
+    for stu, got in zip(students, batch, strict=True):
+        one = gap_closed_ci(y, stu, base, les, teacher, n_boot=400, chunk=150)
+        assert (got.estimate, got.low, got.high, got.n_undefined) == (one.estimate, one.low, one.high, one.n_undefined)
+    assert batch[0].low != batch[2].low

@@ -242,14 +242,16 @@ class GapClosedCI:
     teacher_auc: float
 
 
-def _seed_mean_auc(
-    rng: np.random.Generator, seeds: list[UnitAUC], counts: np.ndarray, resample_seeds: bool
-) -> np.ndarray:
-    per_seed = np.stack([u.values(counts) for u in seeds])  # (S, B)
-    if not resample_seeds or len(seeds) == 1:
-        return per_seed.mean(axis=0)
-    pick = rng.integers(0, len(seeds), size=(len(seeds), counts.shape[0]))
-    return np.take_along_axis(per_seed, pick, axis=0).mean(axis=0)
+def _pick_seeds(rng: np.random.Generator, n_seeds: int, n: int, resample_seeds: bool) -> np.ndarray | None:
+    """(S, n) seed indices drawn with replacement, or None to average every seed."""
+    if not resample_seeds or n_seeds == 1:
+        return None
+    return rng.integers(0, n_seeds, size=(n_seeds, n))
+
+
+def _seed_mean(per_seed: np.ndarray, pick: np.ndarray | None) -> np.ndarray:
+    """Mean over (resampled) seeds of per-seed values (S, B)."""
+    return per_seed.mean(axis=0) if pick is None else np.take_along_axis(per_seed, pick, axis=0).mean(axis=0)
 
 
 def gap_closed_ci(
@@ -276,42 +278,72 @@ def gap_closed_ci(
             Lesions are matched by id, so one lesion draw applies to both image sets.
         resample_seeds: also resample seeds with replacement (the seed-to-seed variation of each model).
     """
+    return gap_closed_cis(
+        y, [student], baseline, lesion, teacher, teacher_y, teacher_lesion, n_boot, seed, level, resample_seeds, chunk
+    )[0]
+
+
+def gap_closed_cis(
+    y: Sequence[int] | np.ndarray,
+    students: Sequence[Sequence[np.ndarray]],
+    baseline: Sequence[np.ndarray],
+    lesion: Sequence[object] | None,
+    teacher: Sequence[np.ndarray],
+    teacher_y: Sequence[int] | np.ndarray | None = None,
+    teacher_lesion: Sequence[object] | None = None,
+    n_boot: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+    resample_seeds: bool = True,
+    chunk: int = 500,
+) -> list[GapClosedCI]:
+    """:func:`gap_closed_ci` of several students against one baseline and teacher, each result equal to
+    its own call: students with the same number of seeds see the same lesion and seed draws, so the
+    baseline's and the teacher's resampled AUCs are computed once per such group."""
     y = np.asarray(y, dtype=np.int64)
-    stu, base = _as_prob_list(y, list(student)), _as_prob_list(y, list(baseline))
+    stus = [_as_prob_list(y, list(student)) for student in students]
+    base = _as_prob_list(y, list(baseline))
     ty = y if teacher_y is None else np.asarray(teacher_y, dtype=np.int64)
     tles = lesion if teacher_y is None else teacher_lesion
     tea = _as_prob_list(ty, list(teacher))
     keys = np.arange(len(y)).astype(str) if lesion is None else np.asarray([str(v) for v in lesion])
     tkeys = np.arange(len(ty)).astype(str) if tles is None else np.asarray([str(v) for v in tles])
-    all_y = np.concatenate([y, ty])
-    all_keys = np.concatenate([keys, tkeys])
-    index, unit_label = _units(all_y, all_keys)
+    index, unit_label = _units(np.concatenate([y, ty]), np.concatenate([keys, tkeys]))
     s_index, t_index = index[: len(y)], index[len(y) :]
     ones = np.ones((1, len(y)))
-    s_auc = float(np.mean([weighted_auc(y, p, ones)[0] for p in stu]))
     b_auc = float(np.mean([weighted_auc(y, p, ones)[0] for p in base]))
     t_auc = float(np.mean([weighted_auc(ty, p, np.ones((1, len(ty))))[0] for p in tea]))
-    estimate = (s_auc - b_auc) / (t_auc - b_auc) if t_auc > b_auc else math.nan
     n_units = len(unit_label)
-    u_stu = [UnitAUC(y, [p], s_index, n_units) for p in stu]
     u_base = [UnitAUC(y, [p], s_index, n_units) for p in base]
     u_tea = [UnitAUC(ty, [p], t_index, n_units) for p in tea]
-    rng = np.random.default_rng(seed)
-    ratios = []
-    undefined = 0
-    for s in range(0, n_boot, chunk):
-        counts = _draw_counts(rng, unit_label, min(chunk, n_boot - s), stratified=True)
-        a_s = _seed_mean_auc(rng, u_stu, counts, resample_seeds)
-        a_b = _seed_mean_auc(rng, u_base, counts, resample_seeds)
-        a_t = _seed_mean_auc(rng, u_tea, counts, resample_seeds)
-        gap = a_t - a_b
-        ok = np.isfinite(gap) & (gap > 0)
-        undefined += int(np.sum(~ok))
-        ratios.append((a_s[ok] - a_b[ok]) / gap[ok])
-    values = np.concatenate(ratios)
     tail = (1.0 - level) / 2.0
-    if undefined > tail * n_boot or len(values) == 0:
-        low = high = math.nan
-    else:
-        low, high = (float(v) for v in np.quantile(values, [tail, 1.0 - tail]))
-    return GapClosedCI(estimate, low, high, level, n_boot, undefined, s_auc, b_auc, t_auc)
+    out: list[GapClosedCI | None] = [None] * len(stus)
+    for n_seeds in sorted({len(stu) for stu in stus}):
+        group = [i for i, stu in enumerate(stus) if len(stu) == n_seeds]
+        u_stu = {i: [UnitAUC(y, [p], s_index, n_units) for p in stus[i]] for i in group}
+        rng = np.random.default_rng(seed)
+        ratios: dict[int, list[np.ndarray]] = {i: [] for i in group}
+        undefined = 0
+        for s in range(0, n_boot, chunk):
+            counts = _draw_counts(rng, unit_label, min(chunk, n_boot - s), stratified=True)
+            pick_s = _pick_seeds(rng, n_seeds, len(counts), resample_seeds)
+            a_b = _seed_mean(np.stack([u.values(counts) for u in u_base]),
+                             _pick_seeds(rng, len(u_base), len(counts), resample_seeds))
+            a_t = _seed_mean(np.stack([u.values(counts) for u in u_tea]),
+                             _pick_seeds(rng, len(u_tea), len(counts), resample_seeds))
+            gap = a_t - a_b
+            ok = np.isfinite(gap) & (gap > 0)
+            undefined += int(np.sum(~ok))
+            for i in group:
+                a_s = _seed_mean(np.stack([u.values(counts) for u in u_stu[i]]), pick_s)
+                ratios[i].append((a_s[ok] - a_b[ok]) / gap[ok])
+        for i in group:
+            s_auc = float(np.mean([weighted_auc(y, p, ones)[0] for p in stus[i]]))
+            estimate = (s_auc - b_auc) / (t_auc - b_auc) if t_auc > b_auc else math.nan
+            values = np.concatenate(ratios[i])
+            if undefined > tail * n_boot or len(values) == 0:
+                low = high = math.nan
+            else:
+                low, high = (float(v) for v in np.quantile(values, [tail, 1.0 - tail]))
+            out[i] = GapClosedCI(estimate, low, high, level, n_boot, undefined, s_auc, b_auc, t_auc)
+    return [r for r in out if r is not None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ...analysis import figures
-from ...analysis.bootstrap import gap_closed_ci
+from ...analysis.bootstrap import gap_closed_cis
 from ..comparisons import shared_test_set
 from ..document import Report
 from ..naming import (
@@ -31,6 +31,7 @@ def gap_section(doc: Report) -> None:
         if upper is None:
             continue
         t_auc = upper.mean("auc")
+        cis = _gap_cis(doc, ds, upper)
         for c in doc.r.dataset_cells(ds):
             if c.is_reference or c.method == BASELINE:
                 continue
@@ -42,7 +43,7 @@ def gap_section(doc: Report) -> None:
                 skipped.append(f"{doc.r.label(ds)} / {regime_name(c.regime)}")
                 continue
             share = 100 * (c.mean("auc") - base.mean("auc")) / gap
-            low, high, why = _gap_ci(doc, c, base, upper)
+            low, high, why = cis.get((c.regime, c.method), (math.nan, math.nan, "no shared test images"))
             col = f"{doc.r.label(ds)} / {regime_name(c.regime)}"
             rows.setdefault(c.method, {})[col] = share
             table.rows.append(
@@ -91,20 +92,42 @@ def gap_section(doc: Report) -> None:
         doc.add_figure(paths, "Share of the teacher / student-only baseline AUC gap each method closes")
 
 
-def _gap_ci(doc: Report, student: Cell, base: Cell, teacher: Cell) -> tuple[float, float, str]:
-    """Bootstrap CI of the gap closed (fractions), or NaN and why not."""
-    seeds = sorted(set(student.ok) & set(base.ok))
-    pair = shared_test_set([student.ok[s] for s in seeds] + [base.ok[s] for s in seeds]) if seeds else None
+def _gap_cis(doc: Report, ds: str, teacher: Cell) -> dict[tuple[str, str], tuple[float, float, str]]:
+    """Bootstrap CIs of the gap closed (fractions) of every student of a dataset, or NaN and why not.
+
+    Students whose seeds shared with the baseline are the same are computed in one batch
+    (:func:`gap_closed_cis`): the baseline's and teacher's resampled AUCs are computed once."""
     tea = shared_test_set([teacher.ok[s] for s in teacher.seeds])
-    if pair is None or tea is None:
-        return math.nan, math.nan, "no shared test images"
-    y, lesion, probs = pair
-    try:
-        res = gap_closed_ci(
-            y, probs[: len(seeds)], probs[len(seeds) :], lesion, tea[2], tea[0], tea[1], n_boot=doc.n_boot_gap
-        )
-    except ValueError as err:
-        return math.nan, math.nan, str(err)
-    if not math.isfinite(res.low):
-        return math.nan, math.nan, f"gap not positive in {res.n_undefined} of {res.n_boot} resamples"
-    return res.low, res.high, ""
+    groups: dict[tuple[str, tuple[int, ...]], list[Cell]] = {}
+    for c in doc.r.dataset_cells(ds):
+        base = doc.r.cell(ds, c.regime, BASELINE)
+        if c.is_reference or c.method == BASELINE or base is None:
+            continue
+        groups.setdefault((c.regime, tuple(sorted(set(c.ok) & set(base.ok)))), []).append(c)
+    out: dict[tuple[str, str], tuple[float, float, str]] = {}
+    for (regime, seeds), cells in groups.items():
+        base = doc.r.cell(ds, regime, BASELINE)
+        pairs = [shared_test_set([base.ok[s] for s in seeds] + [c.ok[s] for s in seeds]) if seeds else None
+                 for c in cells]
+        usable = [(c, p) for c, p in zip(cells, pairs, strict=True) if p is not None and tea is not None]
+        for c, p in zip(cells, pairs, strict=True):
+            if p is None or tea is None:
+                out[(regime, c.method)] = (math.nan, math.nan, "no shared test images")
+        if not usable:
+            continue
+        y, lesion, probs = usable[0][1]
+        n = len(seeds)
+        try:
+            results = gap_closed_cis(
+                y, [p[2][n:] for _, p in usable], probs[:n], lesion, tea[2], tea[0], tea[1], n_boot=doc.n_boot_gap
+            )
+        except ValueError as err:
+            out.update({(regime, c.method): (math.nan, math.nan, str(err)) for c, _ in usable})
+            continue
+        for (c, _), res in zip(usable, results, strict=True):
+            if math.isfinite(res.low):
+                out[(regime, c.method)] = (res.low, res.high, "")
+            else:
+                out[(regime, c.method)] = (math.nan, math.nan,
+                                           f"gap not positive in {res.n_undefined} of {res.n_boot} resamples")
+    return out
