@@ -141,13 +141,13 @@ def power_line(doc: Report, ds: str, comps: list[Comparison]) -> None:
     med, lo, hi, m = summ
     seeds = sorted({len(c.mrmc.seeds) for c in comps if c.rrrc is not None})
     cases = sorted({c.mrmc.analysis.components.n_cases for c in comps if c.rrrc is not None})
-    spread = f" (range {100 * lo:.2f}–{100 * hi:.2f} over the comparisons)" if len(comps) > 1 and hi > lo else ""
+    spread = f"; range {100 * lo:.2f}–{100 * hi:.2f}" if hi > lo else ""
     doc.emit(
         f"**Power of the primary test ({doc.r.label(ds)}).** Smallest AUC difference detected with "
         f"{100 * POWER:.0f}% power at α = {ALPHA}/{m} = {ALPHA / m:.2g} (Holm's first step over the {m} "
         f"comparison(s) with `{BASELINE}`), from the measured OR variance components with "
         f"{'/'.join(map(str, seeds))} seeds and {'/'.join(map(str, cases))} test lesions: "
-        f"**{100 * med:.2f} AUC points** (median){spread}."
+        f"**{100 * med:.2f} AUC points** (median over the comparisons{spread})."
         + (f" Note: {comps[0].mrmc.cases_note}." if comps[0].mrmc.cases_note else ""),
         "",
     )
