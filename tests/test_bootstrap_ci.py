@@ -110,3 +110,52 @@ def test_gap_closed_undefined_without_a_gap_and_teacher_on_own_images() -> None:
     teacher = [_probs(3 * ty + rng.normal(size=60))]
     res = gap_closed_ci(y, s, b, lesion, teacher, teacher_y=ty, teacher_lesion=np.arange(60), n_boot=1000)
     assert res.teacher_auc > res.baseline_auc and math.isfinite(res.low) and res.low < res.estimate < res.high
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_lesion_auc_bilinear_form_equals_the_weighted_auc(k: int) -> None:
+    """The fast seed-mean AUC of resampled lesions (UnitAUC) against the image-weighted AUC of the
+    same draws: 1-3 views per lesion, tied scores, two seeds, binary and macro one-vs-rest; and its
+    closed-form leave-one-lesion-out values against recomputed ones."""
+    from benchmark.analysis.bootstrap import UnitAUC, _draw_counts, _metric, _units
+
+    rng = np.random.default_rng(3)
+    views = rng.integers(1, 4, size=40)
+    les = np.repeat(np.arange(40), views)
+    y = les % k
+    probs = []
+    for _ in range(2):
+        logits = rng.normal(size=(len(y), k)) + np.eye(k)[y]
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        probs.append(np.round(p, 1))  # many ties
+    index, unit_label = _units(y, les)
+    fast = UnitAUC(y, probs, index, len(unit_label))
+    counts = _draw_counts(rng, unit_label, 50, stratified=True)
+    np.testing.assert_allclose(fast.values(counts), _metric(y, probs, counts[:, index], "auc"), rtol=0, atol=1e-6)
+    loo = (index[None, :] != np.arange(len(unit_label))[:, None]).astype(float)
+    np.testing.assert_allclose(fast.jackknife(), _metric(y, probs, loo, "auc"), rtol=0, atol=1e-12)
+
+
+def test_gap_closed_batch_equals_one_call_per_student() -> None:
+    """Several students against one baseline and teacher (students of 3 and of 2 seeds): each
+    result is the one its own gap_closed_ci call gives."""
+    from benchmark.analysis.bootstrap import gap_closed_cis
+
+    rng = np.random.default_rng(11)
+    les = np.repeat(np.arange(30), 2)
+    y = les % 2
+
+    def probs(strength: float, n: int) -> list[np.ndarray]:
+        out = []
+        for _ in range(n):
+            p = 1 / (1 + np.exp(-(strength * y + rng.normal(size=len(y)))))
+            out.append(np.c_[1 - p, p])
+        return out
+
+    base, teacher = probs(0.5, 3), probs(3.0, 3)
+    students = [probs(1.0, 3), probs(2.0, 2), probs(1.5, 3)]
+    batch = gap_closed_cis(y, students, base, les, teacher, n_boot=400, chunk=150)
+    for stu, got in zip(students, batch, strict=True):
+        one = gap_closed_ci(y, stu, base, les, teacher, n_boot=400, chunk=150)
+        assert (got.estimate, got.low, got.high, got.n_undefined) == (one.estimate, one.low, one.high, one.n_undefined)
+    assert batch[0].low != batch[2].low

@@ -212,7 +212,7 @@ def test_teacher_row_and_planted_significance(report: tuple[Path, str]) -> None:
     auc_cell = strong.strip("|").split("|")[-2]
     low, high = map(float, re.findall(r"[\d.]+", strong.strip("|").split("|")[-1]))
     assert low < float(re.findall(r"[\d.]+", auc_cell)[0]) <= high
-    assert auc_cell.strip().endswith("\\*†")  # DeLong and paired t-test, after Holm
+    assert auc_cell.strip().endswith("\\*†")  # MRMC (primary) and paired t-test, after Holm
     best_auc = [_row(text, "strong", r).strip("|").split("|")[-2].strip() for r in ("D_unp", "D_p+D_unp")]
     assert any(c.startswith("**") and c.endswith("**\\*†") for c in best_auc)  # best AUC in bold
     kd = _row(text, "kd", "D_unp").strip("|").split("|")[-2]
@@ -229,9 +229,11 @@ def test_failed_unsupported_and_one_seed(report: tuple[Path, str]) -> None:
     assert "loss became NaN at step 3" in crash and "NonFiniteLoss" in crash
     unsup = _row(text, "synth [SYNTHETIC]", "D_p", "pagkd")
     assert "does not support regime 'paired'" in unsup
-    # one seed: no std, the t-test is not available, the Wilcoxon note appears
+    # one seed: no std, no MRMC (one reader) nor t-test, the Wilcoxon note appears; the CI is the
+    # lesion-clustered DeLong interval of the single model
     clinic_strong = _row(text, "strong", "D_unp", "baseline", "1")
-    assert "— (—)" in clinic_strong and "°" in clinic_strong
+    assert "— (—)" in clinic_strong and "°" in clinic_strong and "one seed: no RRRC" in clinic_strong
+    assert _row(text, "strong", "D_unp", "1").rstrip(" |").endswith("‡")
     assert "too few seeds for the Wilcoxon test" in text
 
 
@@ -253,9 +255,9 @@ def test_empty_results_folder_is_a_clear_error(tmp_path: Path) -> None:
         build_report(tmp_path / "missing")
 
 
-def test_delong_combination_follows_the_test_images() -> None:
-    """Same test images across seeds: DeLong on seed-averaged probabilities; different images
-    per seed: per-seed DeLong combined by Stouffer; no shared images: no DeLong."""
+def test_primary_test_needs_shared_test_images() -> None:
+    """Same test images across seeds and methods: the MRMC analysis runs over the common seeds;
+    seeds scored on different images: no MRMC (and no DeLong-type test), only the paired tests."""
     from benchmark.reporting.comparisons import compare
     from benchmark.reporting.runs import Cell, to_run
 
@@ -269,11 +271,11 @@ def test_delong_combination_follows_the_test_images() -> None:
         return c
 
     same = compare(cell("strong", 2.5), cell("baseline", 0.6))
-    assert same.delong.method == "seed-averaged" and same.delong.p < 1e-6 and same.paired.n == 3
+    assert same.rrrc is not None and same.rrrc.p < 1e-3 and same.paired.n == 3 and same.mrmc.seeds == [0, 1, 2]
+    assert same.mrmc.analysis.components.n_cases == N_LESIONS  # views of a lesion are one case
     per_seed = compare(cell("strong", 2.5, True), cell("baseline", 0.6, True))
-    assert per_seed.delong.method == "stouffer" and per_seed.delong.z > 0
-    mixed = compare(cell("strong", 2.5, True), cell("baseline", 0.6))
-    assert mixed.delong is None and "not on the same test images" in mixed.delong_note
+    assert per_seed.rrrc is None and "not on the same test images" in per_seed.mrmc.note
+    assert per_seed.paired.n == 3
 
 
 _CD_SCRIPT = """

@@ -77,6 +77,68 @@ def _draw_counts(rng: np.random.Generator, unit_label: np.ndarray, n: int, strat
     return counts
 
 
+class UnitAUC:
+    """The seed-mean AUC (binary, or macro one-vs-rest) of a lesion-resampled test set as a bilinear form
+    in the lesions' draw counts.
+
+    With one label per lesion, a resample that draws lesion u ``c_u`` times has, for class g, the
+    Mann-Whitney numerator ``sum_{a in g, b not in g} c_a c_b P_g[a, b]``, where ``P_g[a, b]`` is the
+    psi-sum (ties 1/2) over the image pairs of positive lesion a and negative lesion b, and the
+    denominator ``(sum_a c_a m_a)(sum_b c_b n_b)`` (image counts). The denominator does not depend
+    on the model, so the mean over seeds is the same form with the seeds' mean ``P_g``. One matrix
+    product per chunk of resamples (single precision, relative error ~1e-7) replaces a sort-and-cumsum
+    per image, resample and seed; the values equal :func:`benchmark.analysis.metrics.weighted_auc` on
+    the same draws to that precision.
+    """
+
+    def __init__(self, y: np.ndarray, probs: list[np.ndarray], index: np.ndarray, n_units: int) -> None:
+        k = probs[0].shape[1]
+        present = [int(c) for c in np.unique(y)]
+        columns = [(1, 1)] if k == 2 else [(c, c) for c in present if c < k]
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        for cls, col in columns:
+            pos = y == cls
+            pu, pos_unit = np.unique(index[pos], return_inverse=True)
+            nu, neg_unit = np.unique(index[~pos], return_inverse=True)
+            p_order, n_order = np.argsort(pos_unit, kind="stable"), np.argsort(neg_unit, kind="stable")
+            p_starts = np.flatnonzero(np.r_[True, np.diff(pos_unit[p_order]) != 0])
+            n_starts = np.flatnonzero(np.r_[True, np.diff(neg_unit[n_order]) != 0])
+            agg = np.zeros((len(pu), len(nu)))
+            for prob in probs:
+                x, z = prob[pos, col][p_order], prob[~pos, col][n_order]
+                psi = (x[:, None] > z[None, :]) + 0.5 * (x[:, None] == z[None, :])
+                agg += np.add.reduceat(np.add.reduceat(psi, p_starts, axis=0), n_starts, axis=1)
+            agg /= len(probs)
+            m = np.bincount(pos_unit, minlength=len(pu)).astype(np.float64)
+            n = np.bincount(neg_unit, minlength=len(nu)).astype(np.float64)
+            self.parts.append((pu, nu, agg.astype(np.float32), m, n))
+        self.n_units = n_units
+
+    def values(self, counts: np.ndarray) -> np.ndarray:
+        """Seed-mean AUC for each row of unit draw counts (B, U)."""
+        out = []
+        for pu, nu, agg, m, n in self.parts:
+            c1, c0 = counts[:, pu], counts[:, nu]
+            num = np.einsum("bi,bi->b", (c1.astype(np.float32) @ agg).astype(np.float64), c0)
+            den = (c1 @ m) * (c0 @ n)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out.append(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan))
+        return np.mean(out, axis=0)
+
+    def jackknife(self) -> np.ndarray:
+        """Seed-mean AUC with each unit left out, shape (U,)."""
+        out = []
+        for pu, nu, agg, m, n in self.parts:
+            agg64 = agg.astype(np.float64)
+            total, big_m, big_n = agg64.sum(), m.sum(), n.sum()
+            jack = np.empty(self.n_units)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                jack[pu] = (total - agg64.sum(axis=1)) / ((big_m - m) * big_n)
+                jack[nu] = (total - agg64.sum(axis=0)) / (big_m * (big_n - n))
+            out.append(jack)
+        return np.mean(out, axis=0)
+
+
 def _metric(y: np.ndarray, probs: list[np.ndarray], w: np.ndarray, metric: str) -> np.ndarray:
     if metric == "auc":  # the AUC alone: skip the other metrics
         return np.mean([weighted_auc(y, p, w) for p in probs], axis=0)
@@ -124,10 +186,12 @@ def lesion_bootstrap_ci(
     n_units = len(unit_label)
     rng = np.random.default_rng(seed)
     estimate = float(_metric(y, probs, np.ones((1, len(y))), metric)[0])
+    fast = UnitAUC(y, probs, index, n_units) if metric == "auc" and stratified else None
     values = np.concatenate(
         [
-            _metric(y, probs, _draw_counts(rng, unit_label, min(chunk, n_boot - s), stratified)[:, index], metric)
+            fast.values(counts) if fast is not None else _metric(y, probs, counts[:, index], metric)
             for s in range(0, n_boot, chunk)
+            if (counts := _draw_counts(rng, unit_label, min(chunk, n_boot - s), stratified)) is not None
         ]
     )
     valid = values[np.isfinite(values)]
@@ -139,7 +203,7 @@ def lesion_bootstrap_ci(
         return LesionBootstrapCI(estimate, float(low), float(high), level, method, n_boot, len(valid), n_units)
     prop = (np.sum(valid < estimate) + 0.5 * np.sum(valid == estimate)) / len(valid)
     z0 = float(sps.norm.ppf(np.clip(prop, 1.0 / (len(valid) + 1), 1 - 1.0 / (len(valid) + 1))))
-    jack = np.concatenate(
+    jack = fast.jackknife() if fast is not None else np.concatenate(
         [
             _metric(y, probs, (index[None, :] != np.arange(s, min(s + chunk, n_units))[:, None]).astype(float), metric)
             for s in range(0, n_units, chunk)
@@ -178,14 +242,16 @@ class GapClosedCI:
     teacher_auc: float
 
 
-def _seed_mean_auc(
-    rng: np.random.Generator, y: np.ndarray, probs: list[np.ndarray], w: np.ndarray, resample_seeds: bool
-) -> np.ndarray:
-    per_seed = np.stack([weighted_auc(y, p, w) for p in probs])  # (S, B)
-    if not resample_seeds or len(probs) == 1:
-        return per_seed.mean(axis=0)
-    pick = rng.integers(0, len(probs), size=(len(probs), w.shape[0]))
-    return np.take_along_axis(per_seed, pick, axis=0).mean(axis=0)
+def _pick_seeds(rng: np.random.Generator, n_seeds: int, n: int, resample_seeds: bool) -> np.ndarray | None:
+    """(S, n) seed indices drawn with replacement, or None to average every seed."""
+    if not resample_seeds or n_seeds == 1:
+        return None
+    return rng.integers(0, n_seeds, size=(n_seeds, n))
+
+
+def _seed_mean(per_seed: np.ndarray, pick: np.ndarray | None) -> np.ndarray:
+    """Mean over (resampled) seeds of per-seed values (S, B)."""
+    return per_seed.mean(axis=0) if pick is None else np.take_along_axis(per_seed, pick, axis=0).mean(axis=0)
 
 
 def gap_closed_ci(
@@ -212,39 +278,72 @@ def gap_closed_ci(
             Lesions are matched by id, so one lesion draw applies to both image sets.
         resample_seeds: also resample seeds with replacement (the seed-to-seed variation of each model).
     """
+    return gap_closed_cis(
+        y, [student], baseline, lesion, teacher, teacher_y, teacher_lesion, n_boot, seed, level, resample_seeds, chunk
+    )[0]
+
+
+def gap_closed_cis(
+    y: Sequence[int] | np.ndarray,
+    students: Sequence[Sequence[np.ndarray]],
+    baseline: Sequence[np.ndarray],
+    lesion: Sequence[object] | None,
+    teacher: Sequence[np.ndarray],
+    teacher_y: Sequence[int] | np.ndarray | None = None,
+    teacher_lesion: Sequence[object] | None = None,
+    n_boot: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+    resample_seeds: bool = True,
+    chunk: int = 500,
+) -> list[GapClosedCI]:
+    """:func:`gap_closed_ci` of several students against one baseline and teacher, each result equal to
+    its own call: students with the same number of seeds see the same lesion and seed draws, so the
+    baseline's and the teacher's resampled AUCs are computed once per such group."""
     y = np.asarray(y, dtype=np.int64)
-    stu, base = _as_prob_list(y, list(student)), _as_prob_list(y, list(baseline))
+    stus = [_as_prob_list(y, list(student)) for student in students]
+    base = _as_prob_list(y, list(baseline))
     ty = y if teacher_y is None else np.asarray(teacher_y, dtype=np.int64)
     tles = lesion if teacher_y is None else teacher_lesion
     tea = _as_prob_list(ty, list(teacher))
     keys = np.arange(len(y)).astype(str) if lesion is None else np.asarray([str(v) for v in lesion])
     tkeys = np.arange(len(ty)).astype(str) if tles is None else np.asarray([str(v) for v in tles])
-    all_y = np.concatenate([y, ty])
-    all_keys = np.concatenate([keys, tkeys])
-    index, unit_label = _units(all_y, all_keys)
+    index, unit_label = _units(np.concatenate([y, ty]), np.concatenate([keys, tkeys]))
     s_index, t_index = index[: len(y)], index[len(y) :]
     ones = np.ones((1, len(y)))
-    s_auc = float(np.mean([weighted_auc(y, p, ones)[0] for p in stu]))
     b_auc = float(np.mean([weighted_auc(y, p, ones)[0] for p in base]))
     t_auc = float(np.mean([weighted_auc(ty, p, np.ones((1, len(ty))))[0] for p in tea]))
-    estimate = (s_auc - b_auc) / (t_auc - b_auc) if t_auc > b_auc else math.nan
-    rng = np.random.default_rng(seed)
-    ratios = []
-    undefined = 0
-    for s in range(0, n_boot, chunk):
-        counts = _draw_counts(rng, unit_label, min(chunk, n_boot - s), stratified=True)
-        ws, wt = counts[:, s_index], counts[:, t_index]
-        a_s = _seed_mean_auc(rng, y, stu, ws, resample_seeds)
-        a_b = _seed_mean_auc(rng, y, base, ws, resample_seeds)
-        a_t = _seed_mean_auc(rng, ty, tea, wt, resample_seeds)
-        gap = a_t - a_b
-        ok = np.isfinite(gap) & (gap > 0)
-        undefined += int(np.sum(~ok))
-        ratios.append((a_s[ok] - a_b[ok]) / gap[ok])
-    values = np.concatenate(ratios)
+    n_units = len(unit_label)
+    u_base = [UnitAUC(y, [p], s_index, n_units) for p in base]
+    u_tea = [UnitAUC(ty, [p], t_index, n_units) for p in tea]
     tail = (1.0 - level) / 2.0
-    if undefined > tail * n_boot or len(values) == 0:
-        low = high = math.nan
-    else:
-        low, high = (float(v) for v in np.quantile(values, [tail, 1.0 - tail]))
-    return GapClosedCI(estimate, low, high, level, n_boot, undefined, s_auc, b_auc, t_auc)
+    out: list[GapClosedCI | None] = [None] * len(stus)
+    for n_seeds in sorted({len(stu) for stu in stus}):
+        group = [i for i, stu in enumerate(stus) if len(stu) == n_seeds]
+        u_stu = {i: [UnitAUC(y, [p], s_index, n_units) for p in stus[i]] for i in group}
+        rng = np.random.default_rng(seed)
+        ratios: dict[int, list[np.ndarray]] = {i: [] for i in group}
+        undefined = 0
+        for s in range(0, n_boot, chunk):
+            counts = _draw_counts(rng, unit_label, min(chunk, n_boot - s), stratified=True)
+            pick_s = _pick_seeds(rng, n_seeds, len(counts), resample_seeds)
+            a_b = _seed_mean(np.stack([u.values(counts) for u in u_base]),
+                             _pick_seeds(rng, len(u_base), len(counts), resample_seeds))
+            a_t = _seed_mean(np.stack([u.values(counts) for u in u_tea]),
+                             _pick_seeds(rng, len(u_tea), len(counts), resample_seeds))
+            gap = a_t - a_b
+            ok = np.isfinite(gap) & (gap > 0)
+            undefined += int(np.sum(~ok))
+            for i in group:
+                a_s = _seed_mean(np.stack([u.values(counts) for u in u_stu[i]]), pick_s)
+                ratios[i].append((a_s[ok] - a_b[ok]) / gap[ok])
+        for i in group:
+            s_auc = float(np.mean([weighted_auc(y, p, ones)[0] for p in stus[i]]))
+            estimate = (s_auc - b_auc) / (t_auc - b_auc) if t_auc > b_auc else math.nan
+            values = np.concatenate(ratios[i])
+            if undefined > tail * n_boot or len(values) == 0:
+                low = high = math.nan
+            else:
+                low, high = (float(v) for v in np.quantile(values, [tail, 1.0 - tail]))
+            out[i] = GapClosedCI(estimate, low, high, level, n_boot, undefined, s_auc, b_auc, t_auc)
+    return [r for r in out if r is not None]

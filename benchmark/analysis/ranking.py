@@ -25,13 +25,15 @@ from .stats import FriedmanResult, friedman_nemenyi
 
 HOLM_FAMILIES = """\
 Holm families (each adjusts the p-values of one table and one test column, at alpha = 0.05):
-- "Against the baseline": one family per test (MRMC OR-Hillis, and each secondary test), over every
-  (dataset, training data, method) row of the table: every method is compared with the student-only
-  baseline trained on the same data; the teacher and the baseline itself are not in the family.
+- "Against the baseline": one family per dataset and per test (the primary MRMC OR-Hillis test, and each
+  secondary test separately), over every (training data, method) row of that dataset's table: every method
+  is compared with the student-only baseline trained on the same data; the reference rows (teachers, the
+  WLI oracle) and the baseline itself are not in the family. The main table's marks use the same families.
 - "Against the best method": no Holm family; Hsu's multiple comparisons with the best gives
   simultaneous intervals per (dataset, training data) cell instead, which already account for
   picking the best from the same data.
-- Ablations: one family per method's ablation table, over its variants against the full method.
+- Ablations: no tests (means and standard deviations only); each variant is a row of its dataset's
+  "against the baseline" table and belongs to that family.
 - Ranking across datasets: a single Friedman (and Iman-Davenport) test; the Nemenyi post-hoc is
   itself a simultaneous procedure over all pairs of methods and is not Holm-adjusted again.
 """

@@ -7,13 +7,18 @@
 lists failed and unsupported runs in the inventory, and labels every synthetic dataset
 SYNTHETIC wherever one of its numbers appears.
 
-Statistics (see :mod:`benchmark.analysis.stats` for the definitions):
+Statistics (definitions in :mod:`benchmark.analysis`; what each answers in the report's
+"How to read the tables" section):
 - mean ± std over seeds (std with ddof = 1) of accuracy, macro F1 and AUC, in percent;
-- against ``baseline`` of the same regime and against the best method of the regime:
-  paired t-test and Wilcoxon over seeds on AUC, and DeLong on the seed-averaged
-  probabilities of the same test images; Holm within each table, per test;
-- 95% lesion-level bootstrap CIs of the seed-mean AUC;
-- Friedman + Nemenyi over (dataset, regime) blocks and a critical-difference diagram.
+- against ``baseline`` with the same training data: the primary OR/Hillis MRMC test (seeds random
+  readers, lesions random cases, clustered DeLong covariance), with FRRC, the paired t-test and
+  Wilcoxon over seeds as secondary columns; Holm per test within each dataset; the smallest
+  difference the primary test detects with 80 % power, per comparison, per dataset and in a summary;
+- against the best method of the same training data: Hsu's MCB intervals (no p-values);
+- 95% CIs of the seed-mean AUC: BCa lesion bootstrap (10,000 resamples by default); a single
+  model (one seed): the lesion-clustered DeLong interval; gap closed: lesion-and-seed bootstrap;
+- reference rows (teachers, the WLI oracle of synthetic twins) outside every comparison and ranking;
+- Friedman with Iman-Davenport, Nemenyi over datasets as blocks, and a critical-difference diagram.
 """
 
 from __future__ import annotations

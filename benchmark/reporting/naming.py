@@ -13,6 +13,9 @@ from datasets.regimes import REGIMES, Regime
 BASELINE = "baseline"
 TEACHER = "teacher"
 """The run-file regime of the teachers' own rows (the upper bound)."""
+ORACLE = "oracle"
+"""The run-file regime of the WLI-oracle reference (``baseline`` trained on k x the WLI training
+lesions of a synthetic twin): a reference row, not a distillation regime."""
 REGIME_ORDER: tuple[str, ...] = (*REGIMES, TEACHER)
 
 
@@ -27,6 +30,21 @@ def regime_key(regime: str) -> int:
 
 def is_teacher(regime: str, method: str) -> bool:
     return regime in (TEACHER, "reference") or method.startswith("teacher-")  # not a student
+
+
+def is_oracle(regime: str) -> bool:
+    return regime == ORACLE
+
+
+def is_reference(regime: str, method: str) -> bool:
+    """Teachers and the WLI oracle: yardsticks beside the students, never in comparisons or rankings."""
+    return is_teacher(regime, method) or is_oracle(regime)
+
+
+def oracle_factor(record: dict | None) -> str:
+    """The oracle's data multiple ``k`` from its run record (``oracle.factor``), or ``k`` when unknown."""
+    factor = ((record or {}).get("oracle") or {}).get("factor")
+    return str(factor) if factor else "k"
 
 
 def ablated() -> dict[str, methods.Ablations]:
@@ -50,10 +68,14 @@ def method_rank(method: str) -> tuple[int, str]:
 
 
 def cell_order(regime: str, method: str) -> tuple:
+    if is_oracle(regime):  # next to the NBI teacher
+        return (1, "", 0, regime)
     return (*method_rank(method), regime_key(regime), regime)
 
 
-def method_label(method: str) -> str:
+def method_label(method: str, regime: str = "", record: dict | None = None) -> str:
+    if is_oracle(regime):
+        return f"WLI oracle ({oracle_factor(record)} x WLI training lesions)"
     if method.startswith("teacher-"):
         return (
             f"{method.removeprefix('teacher-').upper()} teacher (upper bound)"
@@ -63,8 +85,13 @@ def method_label(method: str) -> str:
     return method
 
 
-def regime_label(regime: str, method: str) -> str:
-    """The "training data" column: the regime's name, or a teacher's train images."""
+def regime_label(regime: str, method: str, record: dict | None = None) -> str:
+    """The "training data" column: the regime's name, or a teacher's or the oracle's train images."""
+    if is_oracle(regime):
+        info = (record or {}).get("oracle") or {}
+        base = regime_name(str(info.get("base_regime", "all")))
+        lesions = info.get("train_lesions")
+        return f"{lesions} WLI train lesions, {oracle_factor(record)} x {base}" if lesions else f"k x {base}"
     if is_teacher(regime, method):
         return f"{method.split('-', 1)[-1].upper()} train images"  # teacher-nbi, probe-wli
     return regime_name(regime)

@@ -13,7 +13,7 @@ import numpy as np
 from ..analysis.metrics import weighted_metrics
 from ..training.folds import pool_folds
 from ..training.runfile import iter_runs
-from .naming import cell_order, is_teacher
+from .naming import cell_order, is_oracle, is_reference, is_teacher, method_label, regime_label
 
 
 @dataclass
@@ -48,6 +48,28 @@ class Cell:
     @property
     def is_teacher(self) -> bool:
         return is_teacher(self.regime, self.method)
+
+    @property
+    def is_oracle(self) -> bool:
+        return is_oracle(self.regime)
+
+    @property
+    def is_reference(self) -> bool:
+        """A yardstick row (teacher, WLI oracle), not a student: left out of comparisons and rankings."""
+        return is_reference(self.regime, self.method)
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """The record of the first finished seed (labels of reference rows read it)."""
+        return self.ok[self.seeds[0]].record if self.ok else None
+
+    @property
+    def label(self) -> str:
+        return method_label(self.method, self.regime, self.record)
+
+    @property
+    def data_label(self) -> str:
+        return regime_label(self.regime, self.method, self.record)
 
     @property
     def seeds(self) -> list[int]:
@@ -148,3 +170,7 @@ class Results:
         teachers = [c for c in self.dataset_cells(dataset) if c.is_teacher]
         preferred = [c for c in teachers if c.method == "teacher-nbi"]
         return (preferred or teachers or [None])[0]
+
+    def oracle(self, dataset: str) -> Cell | None:
+        """The WLI-oracle reference cell of a dataset (synthetic cross-modal twins only), if run."""
+        return next((c for c in self.dataset_cells(dataset) if c.is_oracle), None)

@@ -119,6 +119,7 @@ _TEX_REPL = {
     "^": r"\^{}",
     "±": r"$\pm$",
     "†": r"$^\dagger$",
+    "‡": r"$^\ddagger$",
     "°": r"$^\circ$",
     "−": "-",
     "Δ": r"$\Delta$",
@@ -126,6 +127,8 @@ _TEX_REPL = {
     "≤": r"$\leq$",
     "→": r"$\to$",
     "—": "--",
+    "–": "--",
+    "α": r"$\alpha$",
     "`": "",
 }
 
@@ -146,6 +149,11 @@ def fmt_p(p: float) -> str:
     if not math.isfinite(p):
         return "—"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_is(p: float) -> str:
+    """``p = 0.123`` or ``p < 0.001`` for running text."""
+    return f"p {fmt_p(p).replace('<', '< ')}" if math.isfinite(p) and p < 0.001 else f"p = {fmt_p(p)}"
 
 
 

@@ -152,7 +152,7 @@ def add_curve_figures(builder: Any, ds: str, cells: Sequence[Any]) -> None:
     ``add_figure``, ``fig_dir``, ``out``, ``r.label``); ``cells`` its cells of ``ds``."""
     by_cell: list[tuple[Any, list[RunCurve]]] = []
     for cell in cells:
-        if cell.is_teacher:
+        if cell.is_reference:
             continue
         curves = [c for s in cell.seeds if (c := run_curve(cell.ok[s].record)) is not None]
         if curves:

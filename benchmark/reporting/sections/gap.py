@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 
 from ...analysis import figures
+from ...analysis.bootstrap import gap_closed_cis
+from ..comparisons import shared_test_set
 from ..document import Report
 from ..naming import (
     BASELINE,
     regime_name,
 )
+from ..runs import Cell
 from ..tables import Table, TCell, pct
 
 
@@ -18,8 +21,9 @@ def gap_section(doc: Report) -> None:
     table = Table(
         "gap_closed",
         "Share of the teacher–baseline AUC gap closed (%)",
-        ["dataset", "training data", "teacher AUC", "baseline AUC", "method", "method AUC", "gap closed"],
-        numeric={2, 3, 5, 6},
+        ["dataset", "training data", "teacher AUC", "baseline AUC", "method", "method AUC", "gap closed",
+         "95% CI"],
+        numeric={2, 3, 5, 6, 7},
     )
     skipped = []
     for ds in doc.r.datasets:
@@ -27,8 +31,9 @@ def gap_section(doc: Report) -> None:
         if upper is None:
             continue
         t_auc = upper.mean("auc")
+        cis = _gap_cis(doc, ds, upper)
         for c in doc.r.dataset_cells(ds):
-            if c.is_teacher or c.method == BASELINE:
+            if c.is_reference or c.method == BASELINE:
                 continue
             base = doc.r.cell(ds, c.regime, BASELINE)
             if base is None:
@@ -38,6 +43,7 @@ def gap_section(doc: Report) -> None:
                 skipped.append(f"{doc.r.label(ds)} / {regime_name(c.regime)}")
                 continue
             share = 100 * (c.mean("auc") - base.mean("auc")) / gap
+            low, high, why = cis.get((c.regime, c.method), (math.nan, math.nan, "no shared test images"))
             col = f"{doc.r.label(ds)} / {regime_name(c.regime)}"
             rows.setdefault(c.method, {})[col] = share
             table.rows.append(
@@ -49,6 +55,10 @@ def gap_section(doc: Report) -> None:
                     TCell(c.method),
                     TCell(pct(c.mean("auc")), {"method_auc": c.mean("auc")}),
                     TCell(f"{share:.0f}%", {"gap_closed_pct": share}),
+                    TCell(
+                        f"[{100 * low:.0f}%, {100 * high:.0f}%]" if math.isfinite(low) else f"— ({why})",
+                        {"gap_ci_low_pct": 100 * low, "gap_ci_high_pct": 100 * high, "gap_ci_note": why},
+                    ),
                 ]
             )
     if not table.rows and not skipped:
@@ -58,7 +68,10 @@ def gap_section(doc: Report) -> None:
         "Gap closed = (AUC_method − AUC_baseline) / (AUC_teacher − AUC_baseline), with the teacher (the NBI "
         "teacher for cross-modal data) scored on test images of its own modality and the students (baseline "
         "and method, same training data) on the WLI test images; 100% means the student matches the "
-        "teacher, negative means worse than the baseline.",
+        "teacher, negative means worse than the baseline. 95% CI: two-stage percentile bootstrap "
+        f"({doc.n_boot_gap:,} resamples) drawing test lesions (one draw shared by the student, baseline and "
+        "teacher images, matched by lesion id) and, independently, seeds of each model; undefined (—) when more "
+        "than 2.5% of resamples have no positive teacher-baseline gap.",
         "",
     )
     if skipped:
@@ -77,3 +90,44 @@ def gap_section(doc: Report) -> None:
             doc.fig_dir / "gap_closed",
         )
         doc.add_figure(paths, "Share of the teacher / student-only baseline AUC gap each method closes")
+
+
+def _gap_cis(doc: Report, ds: str, teacher: Cell) -> dict[tuple[str, str], tuple[float, float, str]]:
+    """Bootstrap CIs of the gap closed (fractions) of every student of a dataset, or NaN and why not.
+
+    Students whose seeds shared with the baseline are the same are computed in one batch
+    (:func:`gap_closed_cis`): the baseline's and teacher's resampled AUCs are computed once."""
+    tea = shared_test_set([teacher.ok[s] for s in teacher.seeds])
+    groups: dict[tuple[str, tuple[int, ...]], list[Cell]] = {}
+    for c in doc.r.dataset_cells(ds):
+        base = doc.r.cell(ds, c.regime, BASELINE)
+        if c.is_reference or c.method == BASELINE or base is None:
+            continue
+        groups.setdefault((c.regime, tuple(sorted(set(c.ok) & set(base.ok)))), []).append(c)
+    out: dict[tuple[str, str], tuple[float, float, str]] = {}
+    for (regime, seeds), cells in groups.items():
+        base = doc.r.cell(ds, regime, BASELINE)
+        pairs = [shared_test_set([base.ok[s] for s in seeds] + [c.ok[s] for s in seeds]) if seeds else None
+                 for c in cells]
+        usable = [(c, p) for c, p in zip(cells, pairs, strict=True) if p is not None and tea is not None]
+        for c, p in zip(cells, pairs, strict=True):
+            if p is None or tea is None:
+                out[(regime, c.method)] = (math.nan, math.nan, "no shared test images")
+        if not usable:
+            continue
+        y, lesion, probs = usable[0][1]
+        n = len(seeds)
+        try:
+            results = gap_closed_cis(
+                y, [p[2][n:] for _, p in usable], probs[:n], lesion, tea[2], tea[0], tea[1], n_boot=doc.n_boot_gap
+            )
+        except ValueError as err:
+            out.update({(regime, c.method): (math.nan, math.nan, str(err)) for c, _ in usable})
+            continue
+        for (c, _), res in zip(usable, results, strict=True):
+            if math.isfinite(res.low):
+                out[(regime, c.method)] = (res.low, res.high, "")
+            else:
+                out[(regime, c.method)] = (math.nan, math.nan,
+                                           f"gap not positive in {res.n_undefined} of {res.n_boot} resamples")
+    return out

@@ -1,4 +1,5 @@
-"""Ranking across datasets: Friedman, Nemenyi and the critical-difference diagram."""
+"""Ranking across datasets (datasets as blocks): Friedman with Iman-Davenport, Nemenyi and the critical-difference
+diagram."""
 
 from __future__ import annotations
 
@@ -7,47 +8,51 @@ import math
 import pandas as pd
 
 from ...analysis import figures
-from ...analysis.stats import friedman_nemenyi
+from ...analysis.ranking import dataset_blocks, friedman_by_dataset
 from ..comparisons import ALPHA
 from ..document import Report
-from ..naming import (
-    regime_name,
-)
-from ..tables import Table, TCell, fmt_p
+from ..tables import Table, TCell, p_is
 
 
 def friedman_section(doc: Report) -> None:
-    doc.emit("## Ranking across datasets (Friedman, Nemenyi)", "")
-    blocks: dict[str, dict[str, float]] = {}
-    for ds in doc.r.datasets:
-        for c in doc.r.dataset_cells(ds):
-            if c.is_teacher or not math.isfinite(c.mean("auc")):
-                continue
-            blocks.setdefault(f"{doc.r.label(ds)} / {regime_name(c.regime)}", {})[c.method] = (
-                c.mean("auc")
-            )
-    frame = pd.DataFrame(blocks).T
-    frame, dropped = _complete_design(frame)
-    res = friedman_nemenyi(frame, ALPHA)
+    doc.emit("## Ranking across datasets (Friedman, Iman-Davenport, Nemenyi)", "")
+    rows = [
+        {"dataset": doc.r.label(ds), "method": c.method, "score": c.mean("auc")}
+        for ds in doc.r.datasets
+        for c in doc.r.dataset_cells(ds)
+        if not c.is_reference and math.isfinite(c.mean("auc"))
+    ]
+    long = pd.DataFrame(rows, columns=["dataset", "method", "score"])
+    frame, dropped = _complete_design(dataset_blocks(long)) if len(long) else (pd.DataFrame(), [])
+    kept = long[long["method"].isin(frame.columns) & long["dataset"].isin(frame.index)]
     doc.emit(
-        "Blocks are (dataset, training data) cells, treatments are methods, the score is the mean AUC over "
-        "seeds; rank 1 is best. Blocks from the same dataset share test images, so they are not fully "
-        "independent: read the ranking as descriptive when most blocks come from one dataset.",
+        "Blocks are datasets, treatments are methods; a method's score on a dataset is its mean AUC over seeds, "
+        "averaged over the training data it was run with on that dataset; rank 1 is best. Training data of one "
+        "dataset share its test images, so they are not independent blocks and are averaged, not ranked "
+        "separately (Demšar 2006). Reference rows (teachers, WLI oracle) are not ranked.",
         "",
     )
     if dropped:
         doc.emit("Dropped to make the design complete: " + "; ".join(dropped) + ".", "")
+    if kept.empty:
+        doc.emit("Not computed: no student scores.", "")
+        return
+    ranking = friedman_by_dataset(kept, alpha=ALPHA)
+    res = ranking.friedman
     if res.note:
         doc.emit(f"Not computed: {res.note}.", "")
         return
+    df1, df2 = ranking.iman_davenport_df
     doc.emit(
-        f"Friedman χ² = {res.statistic:.2f}, p = {fmt_p(res.p)} over {res.n_blocks} blocks and {res.k} methods; "
-        f"Nemenyi critical difference at α = {ALPHA}: {res.cd:.2f} ranks.",
+        f"Friedman χ² = {res.statistic:.2f} (df {res.k - 1}), {p_is(res.p)}; Iman-Davenport "
+        f"F = {ranking.iman_davenport_f:.2f} (df {df1:.0f}, {df2:.0f}), {p_is(ranking.iman_davenport_p)}; "
+        f"over {res.n_blocks} datasets and {res.k} methods. Nemenyi critical difference at α = {ALPHA}: "
+        f"{res.cd:.2f} ranks.",
         "",
     )
     table = Table(
         "friedman_ranks",
-        "Average rank by mean AUC across (dataset, training data) blocks",
+        "Average rank by mean AUC across datasets (blocks)",
         ["method", "average rank"],
         numeric={1},
     )
@@ -60,7 +65,7 @@ def friedman_section(doc: Report) -> None:
     doc.add_table(table)
     try:
         paths = figures.cd_diagram(
-            f"Critical difference (Nemenyi, α = {ALPHA}, CD = {res.cd:.2f}); {res.n_blocks} blocks"
+            f"Critical difference (Nemenyi, α = {ALPHA}, CD = {res.cd:.2f}); {res.n_blocks} datasets"
             + (" incl. SYNTHETIC data" if any(doc.r.synthetic.values()) else ""),
             res.ranks,
             res.nemenyi,
