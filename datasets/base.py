@@ -159,7 +159,7 @@ class DatasetBundle:
             if not len(s.oracle_student):
                 raise DataError(f"dataset {self.dataset_id!r} has no WLI-oracle images; only synthetic "
                                 "cross-modal twins rendered with an oracle factor (profile oracle_factor) have them")
-            student, teacher = self.regime_pools("all")
+            student, teacher = self.regime_pools(Regime.ALL)
             return np.concatenate([student, s.oracle_student]), teacher
         if regime not in self.regimes():
             raise DataError(

@@ -13,7 +13,7 @@ from datasets.regimes import REGIMES, Regime
 BASELINE = "baseline"
 TEACHER = "teacher"
 """The run-file regime of the teachers' own rows (the upper bound)."""
-ORACLE = "oracle"
+ORACLE = Regime.ORACLE.value
 """The run-file regime of the WLI-oracle reference (``baseline`` trained on k x the WLI training
 lesions of a synthetic twin): a reference row, not a distillation regime."""
 REGIME_ORDER: tuple[str, ...] = (*REGIMES, TEACHER)
@@ -89,7 +89,7 @@ def regime_label(regime: str, method: str, record: dict | None = None) -> str:
     """The "training data" column: the regime's name, or a teacher's or the oracle's train images."""
     if is_oracle(regime):
         info = (record or {}).get("oracle") or {}
-        base = regime_name(str(info.get("base_regime", "all")))
+        base = regime_name(str(info.get("base_regime", Regime.ALL.value)))
         lesions = info.get("train_lesions")
         return f"{lesions} WLI train lesions, {oracle_factor(record)} x {base}" if lesions else f"k x {base}"
     if is_teacher(regime, method):

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from datasets.regimes import Regime
+
 from ..comparisons import ALPHA, POWER
 from ..document import Report
 from ..naming import (
@@ -151,7 +153,7 @@ def reference_table(doc: Report, dss: list[str]) -> None:
 
     for ds in with_oracle:
         teacher, oracle = doc.r.upper_bound(ds), doc.r.oracle(ds)
-        base_regime = str(((oracle.record or {}).get("oracle") or {}).get("base_regime", "all"))
+        base_regime = str(((oracle.record or {}).get("oracle") or {}).get("base_regime", Regime.ALL.value))
         base = doc.r.cell(ds, base_regime, BASELINE)
         t, o, b = (c.mean("auc") if c is not None else math.nan for c in (teacher, oracle, base))
         table.rows.append(
