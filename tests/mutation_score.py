@@ -33,14 +33,27 @@ EQUIVALENT: dict[str, str] = {
        for n in (12, 14)},
     **{f"methods.pkt.x_cosine_conditional_probabilities__mutmut_{n}": "kernel scale cancels in the row normalisation"
        for n in (19, 22)},
-    "methods.rkd.x_mean_normalised_distances__mutmut_7": "distance matrix is symmetric: the positive count is even",
     **{f"methods.rkd.x_triplet_angles__mutmut_{n}": "F.normalize p=None/omitted: default p=2" for n in (9, 12)},
-    **{f"methods.rkd.x_pairwise_distances__mutmut_{n}": "torch.eye device/dtype dropped: 0/1 exact in every dtype; "
-       "a device mismatch raises, it cannot change a value" for n in (18, 19, 21, 22)},
     **{f"methods.samd.x_semantic_attention__mutmut_{n}": "shape index of a 3-D CAM: a same-size bilinear resize is "
        "the identity" for n in (16, 17)},
     **{f"methods.samd.x_semantic_attention__mutmut_{n}": "align_corners=None/omitted: default False" for n in (24, 28)},
     "methods.samd.xǁSAMDǁ__init____mutmut_1": "ctx=None: SAMD never reads ctx after construction",
+    "methods.crd.x_sample_other_class_rows__mutmut_21": "mask key -2 for -1: any negative key ranks a masked "
+    "row below every uniform key in [0, 1)",
+    "methods.crd.x_sample_other_class_rows__mutmut_25": "topk dim omitted: the default -1 is dim 1 of the 2-D keys",
+    "methods.crd.xǁCRDǁ__init____mutmut_1": "ctx=None: CRD never reads ctx after construction",
+    **{f"methods.crd.xǁCRDǁ__init____mutmut_{n}": "label dtype dropped: integer labels of any dtype compare equal "
+       "(torch.equal and == ignore the integer dtype)" for n in (25, 27, 33, 35)},
+    **{f"methods.crd.xǁCRDǁ__init____mutmut_{n}": "persistent=None is persistent=False" for n in (48, 57)},
+    **{f"methods.crd.xǁCRDǁ__init____mutmut_{n}": "Z sentinel -2 for -1: any negative value means 'not yet set'"
+       for n in (106, 115)},
+    "methods.crd.xǁCRDǁ_contrast__mutmut_30": "einsum subscripts in upper case: the same contraction",
+    "methods.crd.xǁCRDǁ_contrast__mutmut_38": "z <= 0 for z < 0: z is -1 until set, then mean(exp(.)) * N > 0",
+    "methods.crd.xǁCRDǁlosses__mutmut_2": "device None: .to(device=None) keeps the device; a wrong device raises",
+    **{f"methods.crd.xǁCRDǁlosses__mutmut_{n}": "index/label dtype dropped: integer tensors of any dtype index, "
+       "compare and concatenate the same rows; a non-integer index raises" for n in (5, 7, 10, 12, 15, 17)},
+    **{f"methods.crd.xǁEmbedǁforward__mutmut_{n}": "F.normalize p=None/omitted is p=2, dim omitted is dim=1"
+       for n in (2, 5, 6)},
     "methods.pagkd.x__anchored_infonce__mutmut_8": "the similarity matrix is square",
     **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "defaults every caller passes explicitly"
        for n in (1, 2)},

@@ -421,6 +421,83 @@ def test_crd_rejects_rows_of_the_wrong_class_or_range():
         crd.losses(outputs_from(e_s), outputs_from(e_t), make_batch([0, 1], [0, 2], [0, 9]))
 
 
+def test_crd_error_messages_name_the_batch_field_and_the_pool():
+    crd = crd_tiny([0, 0, 1, 1], [0, 1, 0, 1])
+    e_s, e_t = torch.randn(2, 3), torch.randn(2, 4)
+    with pytest.raises(IndexError, match=r"batch\.index holds 0\.\.4 but its pool has 4"):  # max == pool size
+        crd.losses(outputs_from(e_s), outputs_from(e_t), make_batch([0, 1], [0, 4], [0, 1]))
+    with pytest.raises(IndexError, match=r"batch\.teacher_index holds 0\.\.4 "):
+        crd.losses(outputs_from(e_s), outputs_from(e_t), make_batch([0, 1], [0, 2], [0, 4]))
+    with pytest.raises(ValueError, match=r"labels of batch\.index rows differ"):
+        crd.losses(outputs_from(e_s), outputs_from(e_t), make_batch([0, 1], [2, 0], [0, 1]))
+    s_spec, t_spec = tiny_spec("s", (3,), ((1, 1),), 3), tiny_spec("t", (4,), ((1, 1),), 4)
+    for pool, ctx in (("student", make_ctx(s_spec, t_spec, [0, 1], [0, 1])),
+                      ("teacher", make_ctx(s_spec, t_spec, [0, 1], [0, 1]))):
+        setattr(ctx, f"num_{pool}_train", 3)
+        with pytest.raises(ValueError, match=rf"crd: {pool}_labels has 2 entries but num_{pool}_train is 3"):
+            CRD(ctx)
+
+
+def test_nce_loss_adds_eps_to_both_denominators():
+    # scores and noise (K P_n = 1e-7) at the scale of eps = 1e-7: each denominator is 3e-7
+    scores = torch.tensor([[1e-7, 1e-7]], dtype=torch.float64)
+    assert nce_loss(scores, n_data=10**7).item() == pytest.approx(2 * math.log(3.0), rel=1e-9)
+
+
+def test_negatives_available_counts_other_class_rows_of_each_anchor_class():
+    from methods.crd import negatives_available
+
+    bank = torch.tensor([0, 1, 1, 2, 2, 2])
+    assert negatives_available(bank, torch.tensor([0, 0])) == 5  # one anchor class
+    assert negatives_available(bank, torch.tensor([2, 0, 1])) == 3
+    assert negatives_available(bank, torch.tensor([], dtype=torch.long)) == 0
+
+
+def test_negatives_are_drawn_independently_per_anchor():
+    torch.manual_seed(0)
+    labels = torch.tensor([0] + [1] * 12)
+    rows = sample_other_class_rows(labels, torch.zeros(6, dtype=torch.long), 3)
+    assert len({tuple(sorted(r.tolist())) for r in rows}) > 1  # not one shared draw for every anchor
+
+
+def test_crd_banks_start_uniform_in_plus_minus_one_over_sqrt_dim_over_3_and_options_apply():
+    torch.manual_seed(0)
+    labels = [0, 1] * 100
+    crd = crd_tiny(labels, labels, nce_k=1)
+    stdv = 1.0 / math.sqrt(2 / 3)  # feat_dim = 2
+    assert crd.embed_s.linear.out_features == 2 and crd.embed_t.linear.out_features == 2
+    assert crd.k_student_anchor == 1 and crd.k_teacher_anchor == 1
+    for bank in (crd.student_bank, crd.teacher_bank):
+        assert bank.shape == (200, 2)
+        assert bank.min().item() >= -stdv and bank.max().item() <= stdv
+        assert bank.min().item() < -0.95 * stdv and bank.max().item() > 0.95 * stdv
+    # labels are the split's, not state: a checkpoint carries the banks but not the labels
+    assert {"student_bank", "teacher_bank"} <= set(crd.state_dict())
+    assert not {"student_labels", "teacher_labels"} & set(crd.state_dict())
+
+
+def test_crd_z_is_estimated_once_even_below_one():
+    torch.manual_seed(0)
+    crd = crd_tiny([0, 0, 1, 1], [0, 1, 0, 1])
+    with torch.no_grad():
+        for embed in (crd.embed_s, crd.embed_t):  # every anchor is (1, 0)
+            embed.linear.weight.zero_()
+            embed.linear.bias.copy_(torch.tensor([1.0, 0.0]))
+        crd.student_bank.copy_(torch.tensor([[-1.0, 0.0]]).expand(4, 2))
+        crd.teacher_bank.copy_(torch.tensor([[-1.0, 0.0]]).expand(4, 2))
+    batch = make_batch([0, 1], index=[1, 2], teacher_index=[2, 3])
+    crd.losses(outputs_from(torch.randn(2, 3)), outputs_from(torch.randn(2, 4)), batch)
+    z = math.exp(-1 / 0.07) * 4  # every score exp(-1 / tau), mean times N = 4
+    assert crd.z_student_anchor.item() == pytest.approx(z, rel=1e-5)
+    assert crd.z_teacher_anchor.item() == pytest.approx(z, rel=1e-5)
+    with torch.no_grad():
+        crd.student_bank.neg_()
+        crd.teacher_bank.neg_()
+    crd.losses(outputs_from(torch.randn(2, 3)), outputs_from(torch.randn(2, 4)), batch)
+    assert crd.z_student_anchor.item() == pytest.approx(z, rel=1e-5)  # kept, though below 1
+    assert crd.z_teacher_anchor.item() == pytest.approx(z, rel=1e-5)
+
+
 # -- gradient flow with real backbones ------------------------------------------------
 @pytest.mark.parametrize("name", GENERIC)
 def test_gradients_reach_student_and_method_never_teacher(name, real_ctx, nets):
