@@ -54,6 +54,20 @@ EQUIVALENT: dict[str, str] = {
        "compare and concatenate the same rows; a non-integer index raises" for n in (5, 7, 10, 12, 15, 17)},
     **{f"methods.crd.xǁEmbedǁforward__mutmut_{n}": "F.normalize p=None/omitted is p=2, dim omitted is dim=1"
        for n in (2, 5, 6)},
+    "methods.fitnets.x_hint_loss__mutmut_7": "every row a twin: the mean of per-row map MSEs is the batch MSE "
+    "(rows of equal size)",
+    "methods.fitnets.x_hint_loss__mutmut_38": "twin.to(None) keeps the device; a wrong device raises",
+    "methods.fitnets.xǁFitNetsǁ__init____mutmut_1": "ctx=None: FitNets never reads ctx after construction",
+    "methods.fitnets.xǁFitNetsǁlosses__mutmut_30": "shape[+2:] of a 4-D map is shape[-2:]",
+    **{f"methods.fitnets.xǁHintRegressorǁ__init____mutmut_{n}": "a conv bias (None is False) before batch norm: "
+       "the per-channel constant cancels in the normalisation" for n in (20, 33, 39, 46)},
+    **{f"methods.fitnets.xǁHintRegressorǁ__init____mutmut_{n}": "ReLU inplace None/False: the same values "
+       "(the BN output is read by nothing else)" for n in (50, 51)},
+    "methods.fitnets.xǁHintRegressorǁforward__mutmut_4": "shape[+2:] of a 4-D map is shape[-2:]",
+    "methods.fitnets.xǁHintRegressorǁforward__mutmut_5": "shape[-3:] never equals the size, so it always resizes; "
+    "a same-size bilinear resize is the identity",
+    **{f"methods.fitnets.xǁHintRegressorǁforward__mutmut_{n}": "align_corners=None/omitted: default False"
+       for n in (12, 16)},
     "methods.pagkd.x__anchored_infonce__mutmut_8": "the similarity matrix is square",
     **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "defaults every caller passes explicitly"
        for n in (1, 2)},

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import methods
 from benchmark.models.backbones import create_backbone
@@ -300,6 +301,83 @@ def test_fitnets_two_stage_schedule(real_ctx, nets):
     stage2 = fit.losses(s, t, make_batch([0, 1], [0, 1], [0, 1], epoch=2))
     assert set(stage2) == {"ce", "kd"}
     assert set(methods.create("fitnets", real_ctx).losses(s, t, make_batch([0, 1], [0, 1], [0, 1]))) == {"ce", "hint"}
+
+
+def test_hint_loss_pooled_rows_average_their_own_errors():
+    g = torch.Generator().manual_seed(4)
+    r, t = torch.randn(3, 2, 2, 2, generator=g), torch.randn(3, 2, 2, 2, generator=g)
+    twin = torch.tensor([True, False, False])
+    per_map = ((r - t) ** 2).mean(dim=(1, 2, 3))
+    per_pooled = ((r.mean(dim=(2, 3)) - t.mean(dim=(2, 3))) ** 2).mean(dim=1)
+    expected = (per_map[0] + per_pooled[1] + per_pooled[2]) / 3
+    assert hint_loss(r, t, twin, pooled_unpaired=True).item() == pytest.approx(expected.item(), rel=1e-6)
+    mse = ((r - t) ** 2).mean().item()
+    assert hint_loss(r, t, twin).item() == pytest.approx(mse, rel=1e-6)  # spatial unless asked
+    assert hint_loss(r, t, None, pooled_unpaired=True).item() == pytest.approx(mse, rel=1e-6)  # no twin flags
+
+
+@pytest.mark.parametrize(
+    ("s_sizes", "stage", "t_sizes", "expected"),
+    [
+        # one tie in area; the teacher stage at the nearest relative depth k / (stages - 1) wins
+        (((8, 8), (4, 4), (2, 2), (1, 1)), 1, ((8, 8), (4, 4), (4, 4), (4, 4), (1, 1)), 1),
+        (((4, 4), (2, 2)), 1, ((2, 2), (2, 2)), 1),  # depth 1 -> the teacher's last stage
+        (((4, 4), (2, 2), (1, 1)), 1, ((2, 2), (2, 2)), 0),  # depth 1/2: equidistant, the first wins
+    ],
+)
+def test_matching_teacher_stage_breaks_area_ties_by_relative_depth(s_sizes, stage, t_sizes, expected):
+    student = tiny_spec("s", (1,) * len(s_sizes), s_sizes, 1)
+    teacher = tiny_spec("t", (1,) * len(t_sizes), t_sizes, 1)
+    assert matching_teacher_stage(student, teacher, stage) == expected
+
+
+def test_fitnets_stage_options_accept_every_index_from_minus_n_to_n_minus_1():
+    sizes = ((8, 8), (4, 4), (2, 2))
+    student, teacher = tiny_spec("s", (2, 3, 4), sizes, 4), tiny_spec("t", (5, 6, 7), sizes, 7)
+    ctx = make_ctx(student, teacher, [0, 1], [0, 1], num_classes=2)
+    fit = FitNets(ctx, hint_stage=-3, teacher_stage=-1)
+    assert (fit.student_stage, fit.teacher_stage) == (0, 2)
+    assert fit.regressor.conv.in_channels == 2 and fit.regressor.conv.out_channels == 7
+    assert FitNets(ctx, hint_stage=2, teacher_stage=1).teacher_stage == 1
+    for bad in (3, -4):
+        with pytest.raises(ValueError, match="out of range"):
+            FitNets(ctx, teacher_stage=bad)
+    for fraction in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            FitNets(ctx, two_stage=True, stage1_fraction=fraction)
+
+
+def test_fitnets_two_stage_rounds_the_first_stage_to_whole_epochs():
+    spec = tiny_spec("s", (2,), ((2, 2),), 2)
+    fit = FitNets(make_ctx(spec, spec, [0, 1], [0, 1], num_classes=2, num_epochs=4), two_stage=True)
+    assert fit.stage1_epochs == 1  # 0.25 * 4 epochs
+    fit = FitNets(make_ctx(spec, spec, [0, 1], [0, 1], num_classes=2, num_epochs=1), two_stage=True,
+                  stage1_fraction=0.1)
+    assert fit.stage1_epochs == 1  # at least one epoch
+
+
+def ref_regressor(reg: HintRegressor, x: torch.Tensor, size, stride: int, padding: int) -> torch.Tensor:
+    """conv -> bilinear resize (half-pixel centres) when the size differs -> train-mode BN -> ReLU."""
+    y = F.conv2d(x, reg.conv.weight, stride=stride, padding=padding)
+    if tuple(y.shape[-2:]) != tuple(size):
+        y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+    mean = y.mean(dim=(0, 2, 3), keepdim=True)
+    var = y.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    return torch.relu((y - mean) / torch.sqrt(var + reg.bn.eps))
+
+
+@pytest.mark.parametrize(
+    ("s_size", "t_size", "kernel", "stride"),
+    [((4, 4), (4, 4), 1, 1), ((8, 4), (4, 2), 3, 2), ((8, 4), (4, 4), 3, 1), ((4, 8), (4, 4), 3, 1),
+     ((5, 5), (3, 3), 3, 1)],
+)
+def test_hint_regressor_values(s_size, t_size, kernel, stride):
+    torch.manual_seed(0)
+    reg = HintRegressor(3, 2, s_size, t_size)
+    assert reg.conv.kernel_size == (kernel, kernel) and reg.conv.stride == (stride, stride)
+    x = torch.randn(2, 3, *s_size)
+    expected = ref_regressor(reg, x, t_size, stride, padding=kernel // 2)
+    torch.testing.assert_close(reg(x, t_size), expected, rtol=1e-5, atol=1e-5)
 
 
 # -- CRD ------------------------------------------------------------------------------
