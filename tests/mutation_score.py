@@ -68,6 +68,21 @@ EQUIVALENT: dict[str, str] = {
     "a same-size bilinear resize is the identity",
     **{f"methods.fitnets.xǁHintRegressorǁforward__mutmut_{n}": "align_corners=None/omitted: default False"
        for n in (12, 16)},
+    **{f"methods.cpc_trans.x_attention_map_distance__mutmut_{n}": "a shape slice that never matches makes it "
+       "always resize; a same-size bilinear resize is the identity" for n in (1, 2, 4, 5)},
+    **{f"methods.cpc_trans.x_attention_map_distance__mutmut_{n}": "align_corners=None/omitted: default False"
+       for n in (10, 14)},
+    "methods.cpc_trans.x_fixed_width_map__mutmut_22": "d_out < d_in for <=: differs only for equal widths, where "
+    "CPC-Trans uses no map",
+    **{f"methods.cpc_trans.xǁ{cls}ǁ__init____mutmut_1": "ctx=None: the method never reads ctx after construction"
+       for cls in ("CPCTrans", "CPCTransShared")},
+    "methods.cpc_trans.xǁCPCTransǁ__init____mutmut_22": "persistent=None is persistent=False",
+    **{f"methods.cpc_trans.xǁ{cls}ǁlosses__mutmut_{n}": "ones_like of the bool twin mask without dtype=bool: "
+       "the same bool mask" for cls, n in (("CPCTrans", 20), ("CPCTrans", 22), ("CPCTransShared", 31),
+                                          ("CPCTransShared", 33))},
+    "methods.cpc_trans.xǁCPCTransǁto_teacher_width__mutmut_2": ".to(None) for a dtype cast: identity in float32",
+    "methods.cpc_trans.xǁClassTokenAttentionǁ__init____mutmut_1": "dropout default: every caller passes it",
+    "methods.cpc_trans.xǁClassTokenAttentionǁforward__mutmut_19": "need_weights omitted: default True",
     "methods.pagkd.x__anchored_infonce__mutmut_8": "the similarity matrix is square",
     **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "defaults every caller passes explicitly"
        for n in (1, 2)},
