@@ -83,6 +83,16 @@ EQUIVALENT: dict[str, str] = {
     "methods.cpc_trans.xǁCPCTransǁto_teacher_width__mutmut_2": ".to(None) for a dtype cast: identity in float32",
     "methods.cpc_trans.xǁClassTokenAttentionǁ__init____mutmut_1": "dropout default: every caller passes it",
     "methods.cpc_trans.xǁClassTokenAttentionǁforward__mutmut_19": "need_weights omitted: default True",
+    **{f"methods.ssd_kd.xǁConvRegǁ__init____mutmut_{n}": "align_corners=None/omitted: default False"
+       for n in (63, 66)},
+    **{f"methods.ssd_kd.{fn}__mutmut_{n}": "ReLU inplace None/False: the same values"
+       for fn, n in (("xǁConvRegǁ__init__", 84), ("xǁConvRegǁ__init__", 85), ("x_projection_head", 11),
+                     ("x_projection_head", 12))},
+    **{f"methods.ssd_kd.x_pairwise_distance__mutmut_{n}": "torch.eye dtype dropped: 0/1 exact in every dtype, "
+       "the product promotes" for n in (18, 21)},
+    **{f"methods.ssd_kd.x_rkd_angle__mutmut_{n}": "F.normalize p=None/omitted: default p=2" for n in (3, 6)},
+    **{f"methods.ssd_kd.x_rotation_similarity__mutmut_{n}": "F.normalize dim omitted: default dim=1 of a 2-D input"
+       for n in (12, 18)},
     "methods.pagkd.x__anchored_infonce__mutmut_8": "the similarity matrix is square",
     **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "defaults every caller passes explicitly"
        for n in (1, 2)},
