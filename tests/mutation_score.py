@@ -33,6 +33,7 @@ EQUIVALENT: dict[str, str] = {
        for n in (12, 14)},
     **{f"methods.pkt.x_cosine_conditional_probabilities__mutmut_{n}": "kernel scale cancels in the row normalisation"
        for n in (19, 22)},
+    "methods.rkd.x_pairwise_distances__mutmut_15": "bool mask .to(None): bool times float promotes to the same values",
     **{f"methods.rkd.x_triplet_angles__mutmut_{n}": "F.normalize p=None/omitted: default p=2" for n in (9, 12)},
     **{f"methods.samd.x_semantic_attention__mutmut_{n}": "shape index of a 3-D CAM: a same-size bilinear resize is "
        "the identity" for n in (16, 17)},
