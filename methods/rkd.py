@@ -15,22 +15,28 @@ from .registry import register
 
 
 def pairwise_distances(x: Tensor, eps: float = 1e-12) -> Tensor:
-    """``(B, B)`` Euclidean distances with a zero diagonal; squared distances are clamped
-    at ``eps`` before the square root so the gradient stays finite for equal rows."""
+    """``(B, B)`` Euclidean distances ``||x_i - x_j||``: exactly 0 for equal rows (the diagonal
+    included), as in the paper. Squared distances are clamped at ``eps`` before the square root
+    only so the gradient stays finite; the clamped value of an equal pair is masked back to 0
+    (without the mask an equal pair would count as a positive distance of ``sqrt(eps)``)."""
     diff = x.unsqueeze(0) - x.unsqueeze(1)
-    dist = diff.pow(2).sum(dim=2).clamp(min=eps).sqrt()
-    off_diagonal = 1.0 - torch.eye(x.shape[0], device=x.device, dtype=x.dtype)
-    return dist * off_diagonal
+    squared = diff.pow(2).sum(dim=2)
+    return squared.clamp(min=eps).sqrt() * (squared > 0).to(x.dtype)
 
 
 def mean_normalised_distances(x: Tensor) -> Tensor:
-    """Pairwise distances divided by the mean of the positive ones (Park et al., the
-    distance-wise potential ``psi_D(t_i, t_j) = ||t_i - t_j|| / mu``)."""
+    """Pairwise distances divided by their mean ``mu`` over the ``B (B - 1)`` pairs ``i != j``,
+    equal rows' zeros included (Park et al., Sec. 3.2, the distance-wise potential
+    ``psi_D(t_i, t_j) = ||t_i - t_j|| / mu``). A single row, or rows all equal (``mu = 0``),
+    has nothing to relate: the distances, all 0, are returned as they are."""
     dist = pairwise_distances(x)
-    positive = dist[dist > 0]
-    if positive.numel() == 0:  # a single row, or all rows identical: nothing to relate
+    rows = x.shape[0]
+    if rows < 2:
         return dist
-    return dist / positive.mean()
+    mu = dist.sum() / (rows * (rows - 1))
+    if mu.item() == 0.0:
+        return dist
+    return dist / mu
 
 
 def triplet_angles(x: Tensor) -> Tensor:

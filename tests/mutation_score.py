@@ -33,14 +33,67 @@ EQUIVALENT: dict[str, str] = {
        for n in (12, 14)},
     **{f"methods.pkt.x_cosine_conditional_probabilities__mutmut_{n}": "kernel scale cancels in the row normalisation"
        for n in (19, 22)},
-    "methods.rkd.x_mean_normalised_distances__mutmut_7": "distance matrix is symmetric: the positive count is even",
+    "methods.rkd.x_pairwise_distances__mutmut_15": "bool mask .to(None): bool times float promotes to the same values",
     **{f"methods.rkd.x_triplet_angles__mutmut_{n}": "F.normalize p=None/omitted: default p=2" for n in (9, 12)},
-    **{f"methods.rkd.x_pairwise_distances__mutmut_{n}": "torch.eye device/dtype dropped: 0/1 exact in every dtype; "
-       "a device mismatch raises, it cannot change a value" for n in (18, 19, 21, 22)},
     **{f"methods.samd.x_semantic_attention__mutmut_{n}": "shape index of a 3-D CAM: a same-size bilinear resize is "
        "the identity" for n in (16, 17)},
     **{f"methods.samd.x_semantic_attention__mutmut_{n}": "align_corners=None/omitted: default False" for n in (24, 28)},
     "methods.samd.xǁSAMDǁ__init____mutmut_1": "ctx=None: SAMD never reads ctx after construction",
+    "methods.crd.x_sample_other_class_rows__mutmut_21": "mask key -2 for -1: any negative key ranks a masked "
+    "row below every uniform key in [0, 1)",
+    "methods.crd.x_sample_other_class_rows__mutmut_25": "topk dim omitted: the default -1 is dim 1 of the 2-D keys",
+    "methods.crd.xǁCRDǁ__init____mutmut_1": "ctx=None: CRD never reads ctx after construction",
+    **{f"methods.crd.xǁCRDǁ__init____mutmut_{n}": "label dtype dropped: integer labels of any dtype compare equal "
+       "(torch.equal and == ignore the integer dtype)" for n in (25, 27, 33, 35)},
+    **{f"methods.crd.xǁCRDǁ__init____mutmut_{n}": "persistent=None is persistent=False" for n in (48, 57)},
+    **{f"methods.crd.xǁCRDǁ__init____mutmut_{n}": "Z sentinel -2 for -1: any negative value means 'not yet set'"
+       for n in (106, 115)},
+    "methods.crd.xǁCRDǁ_contrast__mutmut_30": "einsum subscripts in upper case: the same contraction",
+    "methods.crd.xǁCRDǁ_contrast__mutmut_38": "z <= 0 for z < 0: z is -1 until set, then mean(exp(.)) * N > 0",
+    "methods.crd.xǁCRDǁlosses__mutmut_2": "device None: .to(device=None) keeps the device; a wrong device raises",
+    **{f"methods.crd.xǁCRDǁlosses__mutmut_{n}": "index/label dtype dropped: integer tensors of any dtype index, "
+       "compare and concatenate the same rows; a non-integer index raises" for n in (5, 7, 10, 12, 15, 17)},
+    **{f"methods.crd.xǁEmbedǁforward__mutmut_{n}": "F.normalize p=None/omitted is p=2, dim omitted is dim=1"
+       for n in (2, 5, 6)},
+    "methods.fitnets.x_hint_loss__mutmut_7": "every row a twin: the mean of per-row map MSEs is the batch MSE "
+    "(rows of equal size)",
+    "methods.fitnets.x_hint_loss__mutmut_38": "twin.to(None) keeps the device; a wrong device raises",
+    "methods.fitnets.xǁFitNetsǁ__init____mutmut_1": "ctx=None: FitNets never reads ctx after construction",
+    "methods.fitnets.xǁFitNetsǁlosses__mutmut_30": "shape[+2:] of a 4-D map is shape[-2:]",
+    **{f"methods.fitnets.xǁHintRegressorǁ__init____mutmut_{n}": "a conv bias (None is False) before batch norm: "
+       "the per-channel constant cancels in the normalisation" for n in (20, 33, 39, 46)},
+    **{f"methods.fitnets.xǁHintRegressorǁ__init____mutmut_{n}": "ReLU inplace None/False: the same values "
+       "(the BN output is read by nothing else)" for n in (50, 51)},
+    "methods.fitnets.xǁHintRegressorǁforward__mutmut_4": "shape[+2:] of a 4-D map is shape[-2:]",
+    "methods.fitnets.xǁHintRegressorǁforward__mutmut_5": "shape[-3:] never equals the size, so it always resizes; "
+    "a same-size bilinear resize is the identity",
+    **{f"methods.fitnets.xǁHintRegressorǁforward__mutmut_{n}": "align_corners=None/omitted: default False"
+       for n in (12, 16)},
+    **{f"methods.cpc_trans.x_attention_map_distance__mutmut_{n}": "a shape slice that never matches makes it "
+       "always resize; a same-size bilinear resize is the identity" for n in (1, 2, 4, 5)},
+    **{f"methods.cpc_trans.x_attention_map_distance__mutmut_{n}": "align_corners=None/omitted: default False"
+       for n in (10, 14)},
+    "methods.cpc_trans.x_fixed_width_map__mutmut_22": "d_out < d_in for <=: differs only for equal widths, where "
+    "CPC-Trans uses no map",
+    **{f"methods.cpc_trans.xǁ{cls}ǁ__init____mutmut_1": "ctx=None: the method never reads ctx after construction"
+       for cls in ("CPCTrans", "CPCTransShared")},
+    "methods.cpc_trans.xǁCPCTransǁ__init____mutmut_22": "persistent=None is persistent=False",
+    **{f"methods.cpc_trans.xǁ{cls}ǁlosses__mutmut_{n}": "ones_like of the bool twin mask without dtype=bool: "
+       "the same bool mask" for cls, n in (("CPCTrans", 20), ("CPCTrans", 22), ("CPCTransShared", 31),
+                                          ("CPCTransShared", 33))},
+    "methods.cpc_trans.xǁCPCTransǁto_teacher_width__mutmut_2": ".to(None) for a dtype cast: identity in float32",
+    "methods.cpc_trans.xǁClassTokenAttentionǁ__init____mutmut_1": "dropout default: every caller passes it",
+    "methods.cpc_trans.xǁClassTokenAttentionǁforward__mutmut_19": "need_weights omitted: default True",
+    **{f"methods.ssd_kd.xǁConvRegǁ__init____mutmut_{n}": "align_corners=None/omitted: default False"
+       for n in (63, 66)},
+    **{f"methods.ssd_kd.{fn}__mutmut_{n}": "ReLU inplace None/False: the same values"
+       for fn, n in (("xǁConvRegǁ__init__", 84), ("xǁConvRegǁ__init__", 85), ("x_projection_head", 11),
+                     ("x_projection_head", 12))},
+    **{f"methods.ssd_kd.x_pairwise_distance__mutmut_{n}": "torch.eye dtype dropped: 0/1 exact in every dtype, "
+       "the product promotes" for n in (18, 21)},
+    **{f"methods.ssd_kd.x_rkd_angle__mutmut_{n}": "F.normalize p=None/omitted: default p=2" for n in (3, 6)},
+    **{f"methods.ssd_kd.x_rotation_similarity__mutmut_{n}": "F.normalize dim omitted: default dim=1 of a 2-D input"
+       for n in (12, 18)},
     "methods.pagkd.x__anchored_infonce__mutmut_8": "the similarity matrix is square",
     **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "defaults every caller passes explicitly"
        for n in (1, 2)},

@@ -89,6 +89,36 @@ def test_rkd_losses_on_general_rows(scale: float) -> None:
     assert rkd_angle_loss(s, t).item() == pytest.approx(ref_rkd_angle(sl, tl), rel=1e-9)
 
 
+def test_rkd_equal_rows_have_distance_zero_and_count_in_the_mean() -> None:
+    # all rows equal: nothing to relate, the normalised distances are all 0 (not 1 off the
+    # diagonal, which a clamped sqrt(eps) "distance" divided by its own mean gives)
+    from methods.rkd import mean_normalised_distances, rkd_distance_loss
+
+    same = torch.tensor([[0.3, -1.2, 2.0]] * 4, dtype=torch.float64)
+    torch.testing.assert_close(mean_normalised_distances(same), torch.zeros(4, 4, dtype=torch.float64))
+    one = torch.tensor([[0.3, -1.2]], dtype=torch.float64)
+    torch.testing.assert_close(mean_normalised_distances(one), torch.zeros(1, 1, dtype=torch.float64))
+    # two equal rows among others (a pseudo-pair batch that draws one NBI image twice): their
+    # distance is 0 and enters the mean over the B (B - 1) pairs as a 0 (Park et al., mu)
+    x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [3.0, 4.0], [1.0, -1.0]], dtype=torch.float64)
+    d = ref_distances(x.tolist())
+    mu = sum(d[i][j] for i in range(4) for j in range(4) if i != j) / 12
+    torch.testing.assert_close(mean_normalised_distances(x), torch.tensor(d, dtype=torch.float64) / mu)
+    two = torch.tensor([[1.0, 2.0], [-2.0, 6.0]], dtype=torch.float64)  # B = 2: psi = 1 off the diagonal
+    torch.testing.assert_close(mean_normalised_distances(two), 1.0 - torch.eye(2, dtype=torch.float64))
+    # student rows all equal against a spread teacher: the loss is the Huber of the teacher's psi alone
+    t = torch.randn(4, 3, generator=torch.Generator().manual_seed(3)).double()
+    assert rkd_distance_loss(same, t).item() == pytest.approx(
+        ref_rkd_distance_target_only(t.tolist()), rel=1e-9)
+
+
+def ref_rkd_distance_target_only(t: list[list[float]]) -> float:
+    d = ref_distances(t)
+    n = len(t)
+    mu = sum(d[i][j] for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    return sum(huber(0.0, d[i][j] / mu) for i in range(n) for j in range(n)) / n**2
+
+
 # -- PKT (Passalis & Tefas, ECCV 2018, Sec. 3) -------------------------------------------------
 def ref_pkt(s: list[list[float]], t: list[list[float]], eps: float) -> float:
     """K = (cos + 1) / 2 (zero rows: cos 0), rows normalised; mean over B^2 of p log((p+eps)/(q+eps))."""

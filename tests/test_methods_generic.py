@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import methods
 from benchmark.models.backbones import create_backbone
@@ -302,6 +303,83 @@ def test_fitnets_two_stage_schedule(real_ctx, nets):
     assert set(methods.create("fitnets", real_ctx).losses(s, t, make_batch([0, 1], [0, 1], [0, 1]))) == {"ce", "hint"}
 
 
+def test_hint_loss_pooled_rows_average_their_own_errors():
+    g = torch.Generator().manual_seed(4)
+    r, t = torch.randn(3, 2, 2, 2, generator=g), torch.randn(3, 2, 2, 2, generator=g)
+    twin = torch.tensor([True, False, False])
+    per_map = ((r - t) ** 2).mean(dim=(1, 2, 3))
+    per_pooled = ((r.mean(dim=(2, 3)) - t.mean(dim=(2, 3))) ** 2).mean(dim=1)
+    expected = (per_map[0] + per_pooled[1] + per_pooled[2]) / 3
+    assert hint_loss(r, t, twin, pooled_unpaired=True).item() == pytest.approx(expected.item(), rel=1e-6)
+    mse = ((r - t) ** 2).mean().item()
+    assert hint_loss(r, t, twin).item() == pytest.approx(mse, rel=1e-6)  # spatial unless asked
+    assert hint_loss(r, t, None, pooled_unpaired=True).item() == pytest.approx(mse, rel=1e-6)  # no twin flags
+
+
+@pytest.mark.parametrize(
+    ("s_sizes", "stage", "t_sizes", "expected"),
+    [
+        # one tie in area; the teacher stage at the nearest relative depth k / (stages - 1) wins
+        (((8, 8), (4, 4), (2, 2), (1, 1)), 1, ((8, 8), (4, 4), (4, 4), (4, 4), (1, 1)), 1),
+        (((4, 4), (2, 2)), 1, ((2, 2), (2, 2)), 1),  # depth 1 -> the teacher's last stage
+        (((4, 4), (2, 2), (1, 1)), 1, ((2, 2), (2, 2)), 0),  # depth 1/2: equidistant, the first wins
+    ],
+)
+def test_matching_teacher_stage_breaks_area_ties_by_relative_depth(s_sizes, stage, t_sizes, expected):
+    student = tiny_spec("s", (1,) * len(s_sizes), s_sizes, 1)
+    teacher = tiny_spec("t", (1,) * len(t_sizes), t_sizes, 1)
+    assert matching_teacher_stage(student, teacher, stage) == expected
+
+
+def test_fitnets_stage_options_accept_every_index_from_minus_n_to_n_minus_1():
+    sizes = ((8, 8), (4, 4), (2, 2))
+    student, teacher = tiny_spec("s", (2, 3, 4), sizes, 4), tiny_spec("t", (5, 6, 7), sizes, 7)
+    ctx = make_ctx(student, teacher, [0, 1], [0, 1], num_classes=2)
+    fit = FitNets(ctx, hint_stage=-3, teacher_stage=-1)
+    assert (fit.student_stage, fit.teacher_stage) == (0, 2)
+    assert fit.regressor.conv.in_channels == 2 and fit.regressor.conv.out_channels == 7
+    assert FitNets(ctx, hint_stage=2, teacher_stage=1).teacher_stage == 1
+    for bad in (3, -4):
+        with pytest.raises(ValueError, match="out of range"):
+            FitNets(ctx, teacher_stage=bad)
+    for fraction in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            FitNets(ctx, two_stage=True, stage1_fraction=fraction)
+
+
+def test_fitnets_two_stage_rounds_the_first_stage_to_whole_epochs():
+    spec = tiny_spec("s", (2,), ((2, 2),), 2)
+    fit = FitNets(make_ctx(spec, spec, [0, 1], [0, 1], num_classes=2, num_epochs=4), two_stage=True)
+    assert fit.stage1_epochs == 1  # 0.25 * 4 epochs
+    fit = FitNets(make_ctx(spec, spec, [0, 1], [0, 1], num_classes=2, num_epochs=1), two_stage=True,
+                  stage1_fraction=0.1)
+    assert fit.stage1_epochs == 1  # at least one epoch
+
+
+def ref_regressor(reg: HintRegressor, x: torch.Tensor, size, stride: int, padding: int) -> torch.Tensor:
+    """conv -> bilinear resize (half-pixel centres) when the size differs -> train-mode BN -> ReLU."""
+    y = F.conv2d(x, reg.conv.weight, stride=stride, padding=padding)
+    if tuple(y.shape[-2:]) != tuple(size):
+        y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+    mean = y.mean(dim=(0, 2, 3), keepdim=True)
+    var = y.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    return torch.relu((y - mean) / torch.sqrt(var + reg.bn.eps))
+
+
+@pytest.mark.parametrize(
+    ("s_size", "t_size", "kernel", "stride"),
+    [((4, 4), (4, 4), 1, 1), ((8, 4), (4, 2), 3, 2), ((8, 4), (4, 4), 3, 1), ((4, 8), (4, 4), 3, 1),
+     ((5, 5), (3, 3), 3, 1)],
+)
+def test_hint_regressor_values(s_size, t_size, kernel, stride):
+    torch.manual_seed(0)
+    reg = HintRegressor(3, 2, s_size, t_size)
+    assert reg.conv.kernel_size == (kernel, kernel) and reg.conv.stride == (stride, stride)
+    x = torch.randn(2, 3, *s_size)
+    expected = ref_regressor(reg, x, t_size, stride, padding=kernel // 2)
+    torch.testing.assert_close(reg(x, t_size), expected, rtol=1e-5, atol=1e-5)
+
+
 # -- CRD ------------------------------------------------------------------------------
 def test_nce_loss_hand_value():
     scores = torch.tensor([[0.5, 0.1, 0.3], [0.2, 0.4, 0.05]])
@@ -419,6 +497,83 @@ def test_crd_rejects_rows_of_the_wrong_class_or_range():
         crd.losses(outputs_from(e_s), outputs_from(e_t), make_batch([0, 1], [0, 2], [1, 3]))
     with pytest.raises(IndexError, match="teacher_index"):
         crd.losses(outputs_from(e_s), outputs_from(e_t), make_batch([0, 1], [0, 2], [0, 9]))
+
+
+def test_crd_error_messages_name_the_batch_field_and_the_pool():
+    crd = crd_tiny([0, 0, 1, 1], [0, 1, 0, 1])
+    e_s, e_t = torch.randn(2, 3), torch.randn(2, 4)
+    with pytest.raises(IndexError, match=r"batch\.index holds 0\.\.4 but its pool has 4"):  # max == pool size
+        crd.losses(outputs_from(e_s), outputs_from(e_t), make_batch([0, 1], [0, 4], [0, 1]))
+    with pytest.raises(IndexError, match=r"batch\.teacher_index holds 0\.\.4 "):
+        crd.losses(outputs_from(e_s), outputs_from(e_t), make_batch([0, 1], [0, 2], [0, 4]))
+    with pytest.raises(ValueError, match=r"labels of batch\.index rows differ"):
+        crd.losses(outputs_from(e_s), outputs_from(e_t), make_batch([0, 1], [2, 0], [0, 1]))
+    s_spec, t_spec = tiny_spec("s", (3,), ((1, 1),), 3), tiny_spec("t", (4,), ((1, 1),), 4)
+    for pool, ctx in (("student", make_ctx(s_spec, t_spec, [0, 1], [0, 1])),
+                      ("teacher", make_ctx(s_spec, t_spec, [0, 1], [0, 1]))):
+        setattr(ctx, f"num_{pool}_train", 3)
+        with pytest.raises(ValueError, match=rf"crd: {pool}_labels has 2 entries but num_{pool}_train is 3"):
+            CRD(ctx)
+
+
+def test_nce_loss_adds_eps_to_both_denominators():
+    # scores and noise (K P_n = 1e-7) at the scale of eps = 1e-7: each denominator is 3e-7
+    scores = torch.tensor([[1e-7, 1e-7]], dtype=torch.float64)
+    assert nce_loss(scores, n_data=10**7).item() == pytest.approx(2 * math.log(3.0), rel=1e-9)
+
+
+def test_negatives_available_counts_other_class_rows_of_each_anchor_class():
+    from methods.crd import negatives_available
+
+    bank = torch.tensor([0, 1, 1, 2, 2, 2])
+    assert negatives_available(bank, torch.tensor([0, 0])) == 5  # one anchor class
+    assert negatives_available(bank, torch.tensor([2, 0, 1])) == 3
+    assert negatives_available(bank, torch.tensor([], dtype=torch.long)) == 0
+
+
+def test_negatives_are_drawn_independently_per_anchor():
+    torch.manual_seed(0)
+    labels = torch.tensor([0] + [1] * 12)
+    rows = sample_other_class_rows(labels, torch.zeros(6, dtype=torch.long), 3)
+    assert len({tuple(sorted(r.tolist())) for r in rows}) > 1  # not one shared draw for every anchor
+
+
+def test_crd_banks_start_uniform_in_plus_minus_one_over_sqrt_dim_over_3_and_options_apply():
+    torch.manual_seed(0)
+    labels = [0, 1] * 100
+    crd = crd_tiny(labels, labels, nce_k=1)
+    stdv = 1.0 / math.sqrt(2 / 3)  # feat_dim = 2
+    assert crd.embed_s.linear.out_features == 2 and crd.embed_t.linear.out_features == 2
+    assert crd.k_student_anchor == 1 and crd.k_teacher_anchor == 1
+    for bank in (crd.student_bank, crd.teacher_bank):
+        assert bank.shape == (200, 2)
+        assert bank.min().item() >= -stdv and bank.max().item() <= stdv
+        assert bank.min().item() < -0.95 * stdv and bank.max().item() > 0.95 * stdv
+    # labels are the split's, not state: a checkpoint carries the banks but not the labels
+    assert {"student_bank", "teacher_bank"} <= set(crd.state_dict())
+    assert not {"student_labels", "teacher_labels"} & set(crd.state_dict())
+
+
+def test_crd_z_is_estimated_once_even_below_one():
+    torch.manual_seed(0)
+    crd = crd_tiny([0, 0, 1, 1], [0, 1, 0, 1])
+    with torch.no_grad():
+        for embed in (crd.embed_s, crd.embed_t):  # every anchor is (1, 0)
+            embed.linear.weight.zero_()
+            embed.linear.bias.copy_(torch.tensor([1.0, 0.0]))
+        crd.student_bank.copy_(torch.tensor([[-1.0, 0.0]]).expand(4, 2))
+        crd.teacher_bank.copy_(torch.tensor([[-1.0, 0.0]]).expand(4, 2))
+    batch = make_batch([0, 1], index=[1, 2], teacher_index=[2, 3])
+    crd.losses(outputs_from(torch.randn(2, 3)), outputs_from(torch.randn(2, 4)), batch)
+    z = math.exp(-1 / 0.07) * 4  # every score exp(-1 / tau), mean times N = 4
+    assert crd.z_student_anchor.item() == pytest.approx(z, rel=1e-5)
+    assert crd.z_teacher_anchor.item() == pytest.approx(z, rel=1e-5)
+    with torch.no_grad():
+        crd.student_bank.neg_()
+        crd.teacher_bank.neg_()
+    crd.losses(outputs_from(torch.randn(2, 3)), outputs_from(torch.randn(2, 4)), batch)
+    assert crd.z_student_anchor.item() == pytest.approx(z, rel=1e-5)  # kept, though below 1
+    assert crd.z_teacher_anchor.item() == pytest.approx(z, rel=1e-5)
 
 
 # -- gradient flow with real backbones ------------------------------------------------

@@ -465,3 +465,65 @@ def test_medical_methods_run_end_to_end(tmp_path) -> None:
     terms = {r["method"]: set(r["history"][-1]["loss"]) for r in same}
     assert terms["ssd-kd"] == {"ce", "kd", "tf", "ss", "rkd", "gram"}
     assert terms["crckd"] >= {"ce", "ccd"}
+
+
+# -- SSD-KD building blocks against direct computations ----------------------------------------
+def _bn_relu_train(y: torch.Tensor, eps: float) -> torch.Tensor:
+    mean = y.mean(dim=(0, 2, 3), keepdim=True)
+    var = y.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    return torch.relu((y - mean) / torch.sqrt(var + eps))
+
+
+@pytest.mark.parametrize(
+    ("s_size", "t_size", "kind", "kernel"),
+    [
+        ((8, 8), (4, 4), "down", (3, 3)),  # exactly half: 3x3 stride-2 conv
+        ((2, 3), (4, 6), "up", (4, 4)),  # exactly double: 4x4 stride-2 transposed conv
+        ((5, 4), (3, 3), "valid", (3, 2)),  # larger: valid conv of kernel 1 + s - t
+        ((8, 4), (4, 4), "valid", (5, 1)),  # half in one axis only
+        ((3, 4), (3, 3), "valid", (1, 2)),
+        ((4, 3), (3, 3), "valid", (2, 1)),
+        ((2, 4), (4, 4), "resize", (1, 1)),  # double in one axis only: resize + 1x1 conv
+        ((4, 2), (3, 3), "resize", (1, 1)),
+    ],
+)
+def test_ssd_convreg_matches_a_direct_computation(s_size, t_size, kind, kernel) -> None:
+    import torch.nn.functional as F
+
+    from methods.ssd_kd import ConvReg
+
+    torch.manual_seed(0)
+    reg = ConvReg(3, s_size, 2, t_size)
+    layer = reg.body[1] if kind == "resize" else reg.body[0]
+    assert tuple(layer.weight.shape[-2:]) == kernel
+    x = torch.randn(2, 3, *s_size)
+    w, b = layer.weight, layer.bias
+    if kind == "down":
+        y = F.conv2d(x, w, b, stride=2, padding=1)
+    elif kind == "up":
+        y = F.conv_transpose2d(x, w, b, stride=2, padding=1)
+    elif kind == "valid":
+        y = F.conv2d(x, w, b)
+    else:
+        y = F.conv2d(F.interpolate(x, size=t_size, mode="bilinear", align_corners=False), w, b)
+    assert tuple(y.shape[-2:]) == t_size
+    torch.testing.assert_close(reg(x), _bn_relu_train(y, reg.body[-2].eps), rtol=1e-5, atol=1e-5)
+
+
+def test_ssd_gram_distances_head_and_rkd_terms_match_direct_computations() -> None:
+    from methods.rkd import rkd_angle_loss, rkd_distance_loss
+    from methods.ssd_kd import gram_matrix, pairwise_distance, projection_head, rkd_angle, rkd_distance
+
+    f = torch.tensor([[[[1.0, 2.0, 0.0], [0.0, -1.0, 3.0]], [[2.0, 0.0, 1.0], [1.0, 1.0, -2.0]]]])  # (1, 2, 2, 3)
+    a, c = f[0, 0].flatten(), f[0, 1].flatten()
+    expected = torch.tensor([[a @ a, a @ c], [c @ a, c @ c]]) / (2 * 2 * 3)
+    torch.testing.assert_close(gram_matrix(f)[0], expected)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(5, 3, generator=g).double() * 0.1  # distances < 1: a large clamp floor would show
+    torch.testing.assert_close(pairwise_distance(x), torch.cdist(x, x) * (1 - torch.eye(5, dtype=torch.float64)))
+    head = projection_head(3)
+    v = torch.randn(4, 3, generator=g)
+    torch.testing.assert_close(head(v), head[2](torch.relu(head[0](v))))
+    s, t = torch.randn(5, 3, generator=g), torch.randn(5, 4, generator=g)
+    assert rkd_distance(s, t).item() == pytest.approx(rkd_distance_loss(s, t).item(), rel=1e-5)
+    assert rkd_angle(s, t).item() == pytest.approx(rkd_angle_loss(s, t).item(), rel=1e-5)

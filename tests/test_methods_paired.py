@@ -287,6 +287,62 @@ def test_cpc_trans_shared_trains_one_network_on_both_modalities() -> None:
     assert net.conv.weight.grad is not None and net.conv.weight.grad.abs().sum() > 0
 
 
+def test_cpc_trans_separate_student_attention_uses_its_own_module_and_the_options() -> None:
+    torch.manual_seed(0)
+    d = methods.create("cpc-trans", context(8, 4), dropout=0.0, share_attention=False, num_heads=2)
+    assert d.student_attention is not None
+    own = d.student_attention.attention
+    assert (own.embed_dim, own.num_heads, own.dropout) == (8, 2, 0.0)
+    assert (d.teacher_attention.attention.embed_dim, d.teacher_attention.attention.num_heads) == (4, 2)
+    g = torch.Generator().manual_seed(6)
+    fmap, token = torch.randn(2, 8, 2, 3, generator=g), torch.randn(2, 8, generator=g)
+    s = Outputs(logits=torch.zeros(2, 2), embedding=token, features=[fmap])
+    expected = _direct_class_token_attention(own, token, fmap)
+    torch.testing.assert_close(d._student_map(s).double(), expected, atol=1e-5, rtol=1e-5)
+    assert methods.create("cpc-trans", context(8, 4)).teacher_attention.attention.dropout == 0.1  # the paper's
+    assert "width_map" not in d.state_dict()  # derived from the widths, not state
+    bad = context(8, 4)
+    bad.student = ModelSpec("toy", 2, 8, (5,), ((2, 2),))  # only the student's last map is not pooled
+    with pytest.raises(ValueError, match="last feature map"):
+        methods.create("cpc-trans", bad)
+
+
+def test_cpc_trans_heads_default_to_width_over_64() -> None:
+    from methods.cpc_trans import _heads
+
+    assert _heads(128, 0) == 2 and _heads(64, 0) == 1 and _heads(8, 0) == 1
+    assert _heads(8, 4) == 4
+    with pytest.raises(ValueError, match="does not divide"):
+        _heads(8, 3)
+
+
+def test_cpc_trans_width_map_is_seeded_with_zero() -> None:
+    from methods.cpc_trans import fixed_width_map
+
+    q, _ = torch.linalg.qr(torch.randn(8, 4, generator=torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(fixed_width_map(4, 8), q)  # widening: orthonormal columns
+    torch.testing.assert_close(fixed_width_map(8, 4), q.t())  # narrowing: orthonormal rows
+
+
+def test_cpc_trans_shared_options_and_sam_rows() -> None:
+    torch.manual_seed(0)
+    net = TinyNet(8)
+    d = methods.create("cpc-trans-shared", context(8, None), dropout=0.0, num_heads=2)
+    assert (d.attention.attention.num_heads, d.attention.attention.dropout) == (2, 0.0)
+    d.bind(net, None)
+    b = batch(2, y=torch.tensor([0, 1]), twin=torch.tensor([False, False]))
+    assert "sam" not in d.losses(net(b.student_x), None, b)  # no true twin: no SAM
+    every = methods.create("cpc-trans-shared", context(8, None), dropout=0.0, num_heads=2, sam_on_pseudo_pairs=True)
+    every.load_state_dict(d.state_dict())
+    every.bind(net, None)
+    s, n = net(b.student_x), net(b.teacher_x)
+    a_w = _direct_class_token_attention(every.attention.attention, s.embedding.detach(), s.features[-1].detach())
+    a_n = _direct_class_token_attention(every.attention.attention, n.embedding.detach(), n.features[-1].detach())
+    cos = torch.nn.functional.cosine_similarity(a_w.flatten(1), a_n.flatten(1))
+    sam = every.losses(s, None, b)["sam"]
+    assert sam.item() == pytest.approx(float((1 - cos).mean()), rel=1e-5, abs=1e-7)
+
+
 # -- PolypsAlign ------------------------------------------------------------------------------
 def test_contrastive_hinge_hand_computed() -> None:
     x = torch.zeros(1, 2)  # softmax = (1/2, 1/2)
