@@ -141,8 +141,8 @@ class ADD(Distiller):
         y = batch.y[rows]
         s_sel = Outputs(s.logits[rows], s.embedding[rows], [s.features[-1][rows]], s.classifier)
         t_sel = Outputs(t.logits[rows], t.embedding[rows], [t.features[-1][rows]], t.classifier)
-        labels_w = dense_pseudo_labels(s_sel, batch.student_x[rows], y, **kw)
-        labels_n = dense_pseudo_labels(t_sel, batch.teacher_x[rows], y, **kw)
+        labels_w = dense_pseudo_labels(s_sel, batch.student_pixels[rows], y, **kw)
+        labels_n = dense_pseudo_labels(t_sel, batch.teacher_pixels[rows], y, **kw)
         f_w = tokens(self.student_embed(s.features[-1][rows]))  # (b, Lw, 128)
         f_n = tokens(self.teacher_embed(t.features[-1][rows].detach()))  # (b, Ln, 128)
         scale = float(self.opts["attention_scale"])

@@ -74,6 +74,9 @@ class Batch:
         epoch: zero-based epoch of this batch.
         num_epochs: epochs of the run, so methods can scale warm-ups.
         step: zero-based optimisation step of the run.
+        student_image, teacher_image: the images behind ``student_x``/``teacher_x``
+            when those are not images (the outputs of a frozen, cached trunk); ``None``
+            otherwise. Read them through :attr:`student_pixels`/:attr:`teacher_pixels`.
     """
 
     student_x: Tensor
@@ -85,10 +88,22 @@ class Batch:
     epoch: int = 0
     num_epochs: int = 1
     step: int = 0
+    student_image: Tensor | None = None
+    teacher_image: Tensor | None = None
 
     @property
     def size(self) -> int:
         return int(self.y.shape[0])
+
+    @property
+    def student_pixels(self) -> Tensor:
+        """The student-side images (for refinements on pixels), whatever the network input is."""
+        return self.student_x if self.student_image is None else self.student_image
+
+    @property
+    def teacher_pixels(self) -> Tensor | None:
+        """The teacher-side images, whatever the network input is."""
+        return self.teacher_x if self.teacher_image is None else self.teacher_image
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,10 @@ class Distiller(nn.Module):
             fixed group size, PaGKD's requirement).
         teacher_augmented: ``False`` if the method is fine with un-augmented teacher
             inputs (lets the harness cache teacher outputs when the profile allows).
+        transforms_inputs: ``True`` if the method runs a network on inputs it makes
+            from the batch (rotations, the other modality through the student); such a
+            method cannot run where the networks read a frozen trunk's cached outputs
+            (profile field ``frozen_stages``), and the harness says so instead of running it.
         options: tunable hyper-parameters with defaults; a config may override them.
     """
 
@@ -172,6 +191,7 @@ class Distiller(nn.Module):
     needs_teacher: ClassVar[bool] = True
     sampler: ClassVar[str] = "class_matched"
     teacher_augmented: ClassVar[bool] = True
+    transforms_inputs: ClassVar[bool] = False
     options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, ctx: DistillerContext, **options: Any) -> None:
@@ -275,5 +295,6 @@ class Distiller(nn.Module):
             "deviations": " ".join(cls.deviations.split()),
             "needs_teacher": cls.needs_teacher,
             "sampler": cls.sampler,
+            "transforms_inputs": cls.transforms_inputs,
         }
 

@@ -355,6 +355,7 @@ class CRCKD(_CRCKDBase):
     regimes: ClassVar[frozenset[str]] = frozenset({Regime.SAME})
     main_regimes: ClassVar[frozenset[str]] = frozenset({Regime.SAME})
     needs_teacher: ClassVar[bool] = False
+    transforms_inputs: ClassVar[bool] = True  # the mean teacher sees a rotated/flipped student image
     shared_pool: ClassVar[bool] = True
     options: ClassVar[dict[str, Any]] = {**_CRCKDBase.options, "ema_decay": 0.99}
     deviations: ClassVar[str] = (

@@ -519,9 +519,9 @@ class PaGKD(Distiller):
             if s.classifier is None or t.classifier is None:
                 raise RuntimeError(f"method {self.name!r} needs both networks' linear heads for CAMs")
             w_lab = units.pack_labels(
-                cam_pseudo_labels(s.features[-1], s.classifier.weight, batch.y, batch.student_x, **kw))
+                cam_pseudo_labels(s.features[-1], s.classifier.weight, batch.y, batch.student_pixels, **kw))
             n_lab = units.pack_labels(
-                cam_pseudo_labels(t.features[-1], t.classifier.weight, batch.y, batch.teacher_x, **kw))
+                cam_pseudo_labels(t.features[-1], t.classifier.weight, batch.y, batch.teacher_pixels, **kw))
             mask_nw: Tensor | None = relation_mask(n_lab, w_lab)
             mask_wn: Tensor | None = relation_mask(w_lab, n_lab)
             rows_n = n_valid & ~torch.isneginf(mask_nw).all(dim=-1)

@@ -283,8 +283,8 @@ class PaGKDReleased(Distiller):
         n_tok = feature_tokens(self.teacher_embed(t.features[-1].detach()))
         kw = {"low": float(o["cam_low"]), "high": float(o["cam_high"]), "num_iter": int(o["par_iterations"]),
               "dilations": tuple(int(d) for d in o["par_dilations"])}
-        w_lab = cam_pseudo_labels(s.features[-1], s.classifier.weight, batch.y, batch.student_x, **kw)
-        n_lab = cam_pseudo_labels(t.features[-1], t.classifier.weight, batch.y, batch.teacher_x, **kw)
+        w_lab = cam_pseudo_labels(s.features[-1], s.classifier.weight, batch.y, batch.student_pixels, **kw)
+        n_lab = cam_pseudo_labels(t.features[-1], t.classifier.weight, batch.y, batch.teacher_pixels, **kw)
         confuse = float(o["confuse_value"])
         if all_classes:
             terms.update(self._group_terms(w_tok, n_tok, w_lab, n_lab, units))

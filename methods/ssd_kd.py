@@ -205,6 +205,7 @@ class SSDKD(Distiller):
     """
 
     summary: ClassVar[str] = "SSD-KD: 4-rotation input; KD + transformation KD + self-supervised relation KD + RKD/Gram"
+    transforms_inputs: ClassVar[bool] = True  # the student and teacher see four rotations of the batch
     paper: ClassVar[str] = (
         "Wang et al., Medical Image Analysis 84 (2023) 102693, arXiv:2203.11490, Sec. 3 (Eqs. for L_wce, "
         "L_kd, L_tf, L_ss, L_dr); released isic_ssd_kd.py and kd_losses/ssd_kd.py"

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 
 from methods.base import ModelSpec, Outputs
 
+from .trunk import StagePlan, stage_plan
+
 
 def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
@@ -116,6 +118,8 @@ class Backbone(nn.Module):
         self.model = model
         self.name = name
         self.weights: dict[str, Any] = {"spec": "", "origin": "random"}
+        self.trunk_depth = 0
+        self._plan: StagePlan | None = None
         if not hasattr(model, "forward_intermediates"):
             raise ValueError(
                 f"timm model {name!r} has no forward_intermediates(); pick a backbone that "
@@ -129,8 +133,29 @@ class Backbone(nn.Module):
             raise TypeError(f"backbone {self.name!r} has a {type(head).__name__} head; a Linear head is required")
         return head
 
+    def freeze_trunk(self, depth: int) -> None:
+        """Freeze the stem and the first ``depth`` stages (:mod:`benchmark.models.trunk`):
+        their parameters stop requiring gradients and :meth:`forward` from then on takes
+        the trunk's output (what :meth:`trunk` returns), not images. ``0`` does nothing."""
+        if depth <= 0:
+            return
+        plan = stage_plan(self.model, self.name)
+        if depth >= len(plan.stages):
+            raise ValueError(f"frozen_stages={depth} leaves nothing to train: backbone {self.name!r} has "
+                             f"{len(plan.stages)} stages")
+        self._plan, self.trunk_depth = plan, depth
+        for p in plan.trunk(depth).parameters():
+            p.requires_grad_(False)
+
+    def trunk(self) -> nn.Module:
+        """The frozen stem and stages (``nn.Identity`` without a frozen trunk)."""
+        return self._plan.trunk(self.trunk_depth) if self._plan is not None else nn.Identity()
+
     def forward(self, x: Tensor) -> Outputs:
-        final, stages = self.model.forward_intermediates(x)
+        if self._plan is not None:
+            final, stages = self._plan.top(x, self.trunk_depth)
+        else:
+            final, stages = self.model.forward_intermediates(x)
         features = list(stages)
         if features and features[-1].shape == final.shape:
             features[-1] = final
@@ -140,13 +165,25 @@ class Backbone(nn.Module):
         logits = self.classifier(embedding)
         return Outputs(logits=logits, embedding=embedding, features=features, classifier=self.classifier)
 
+    def from_image(self, x: Tensor) -> Outputs:
+        """The whole network on images, frozen trunk included (what a deployed model runs)."""
+        if self._plan is None:
+            return self(x)
+        trunk = self.trunk()
+        was_training = trunk.training
+        trunk.eval()  # the trunk is frozen with the statistics its features were cached with
+        with torch.no_grad():
+            x = trunk(x)
+        trunk.train(was_training)
+        return self(x)
+
     @torch.no_grad()
     def spec(self, image_size: int) -> ModelSpec:
         """Shapes at ``image_size`` from one dry forward pass (eval mode, batch of 1)."""
         was_training = self.training
         self.eval()
         param = next(self.parameters())
-        out = self(torch.zeros(1, 3, image_size, image_size, device=param.device, dtype=param.dtype))
+        out = self.from_image(torch.zeros(1, 3, image_size, image_size, device=param.device, dtype=param.dtype))
         self.train(was_training)
         return ModelSpec(
             name=self.name,

@@ -19,8 +19,9 @@ def forward_flops(model: nn.Module, image_size: int) -> int:
     x = torch.zeros(1, 3, image_size, image_size, device=param.device, dtype=param.dtype)
     was_training = model.training
     model.eval()
+    forward = getattr(model, "from_image", model)  # a frozen trunk is part of the deployed network
     with FlopCounterMode(display=False) as counter:
-        model(x)
+        forward(x)
     model.train(was_training)
     return int(counter.get_total_flops())
 
@@ -30,12 +31,13 @@ def cpu_latency_ms(model: nn.Module, image_size: int, repeats: int = 10) -> floa
     """Median wall time of a batch-of-one forward pass on the CPU, in milliseconds."""
     cpu_model = copy.deepcopy(model).cpu().float().eval()
     x = torch.zeros(1, 3, image_size, image_size)
+    forward = getattr(cpu_model, "from_image", cpu_model)
     for _ in range(2):
-        cpu_model(x)
+        forward(x)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        cpu_model(x)
+        forward(x)
         times.append((time.perf_counter() - t0) * 1e3)
     return float(statistics.median(times))
 

@@ -52,6 +52,7 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     o.add_argument("--batch-size", type=int)
     o.add_argument("--group-size", type=int)
     o.add_argument("--lr", type=float)
+    o.add_argument("--teacher-lr", type=float)
     o.add_argument("--data-scale", type=float)
     o.add_argument("--val-lesions", type=int, help="validation lesions of synthetic twins (0: paper's fractions)")
     o.add_argument("--test-lesions", type=int, help="test lesions of synthetic twins (0: paper's fractions)")
@@ -69,6 +70,12 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
                                                   "to reach it; 0: epochs only)")
     o.add_argument("--bn-recalibration", type=int, help="training images for batch-norm recalibration before each "
                                                          "validation (0: off)")
+    o.add_argument("--frozen-stages", type=int, help="freeze the stem and this many stages of both networks and "
+                                                      "cache their outputs (pretrained weights only; 0: train all)")
+    o.add_argument("--frozen-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep batch-norm layers in inference mode while training (pretrained statistics)")
+    o.add_argument("--head-init", choices=["", "probe"], help="'probe': LP-FT, the head starts as the linear probe "
+                                                              "on the network's own features ('': its own head)")
     d = p.add_argument_group("data")
     d.add_argument("--data-root", help="folder holding real datasets (default $KDBENCH_DATA)")
     d.add_argument("--require-real", action="store_true", default=None,
@@ -190,7 +197,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 def cmd_make_standin(args: argparse.Namespace) -> int:
     from datasets.standin import make_standin
 
-    from .profiles import get_profile
+    from ..settings.profiles import get_profile
 
     size = args.image_size or get_profile("real").image_size
     counts = make_standin(args.folder, size, args.seed)

@@ -92,6 +92,7 @@ class RunConfig:
         """Hash of what decides the numbers. The data root is replaced by the dataset's
         fingerprint (file list or generator parameters), so moving data keeps the hash."""
         d = self.as_dict()
+        d["profile"] = hashed_profile(d["profile"])
         d["data"] = {k: v for k, v in d["data"].items() if k != "data_root"}
         d["dataset_fingerprint"] = dataset_fingerprint
         return stable_hash(d)
@@ -110,6 +111,17 @@ class RunConfig:
             folds=int((d.get("folds") or {}).get("k", 0)),
             fold=int((d.get("folds") or {}).get("fold", 0)),
         )
+
+
+HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"frozen_stages": 0, "head_init": "", "frozen_bn": False}
+"""Profile fields added after run files existed, with the value that means "as before":
+at that value a field is left out of the hashes, so earlier run files and teacher caches
+keep their hashes (and a resumed grid does not redo them)."""
+
+
+def hashed_profile(profile: dict[str, Any]) -> dict[str, Any]:
+    """``profile`` as it enters a hash (see :data:`HASH_NEUTRAL_DEFAULTS`)."""
+    return {k: v for k, v in profile.items() if k not in HASH_NEUTRAL_DEFAULTS or v != HASH_NEUTRAL_DEFAULTS[k]}
 
 
 @dataclass
@@ -201,9 +213,9 @@ def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
             setattr(g, key, str(m[key]))
     overrides = dict(m.get("profile_overrides") or {})
     for key in ("backbone", "teacher_backbone", "epochs", "teacher_epochs", "image_size", "batch_size",
-                "pretrained", "group_size", "lr", "data_scale", "precision", "teacher_cache", "normalize",
+                "pretrained", "group_size", "lr", "teacher_lr", "data_scale", "precision", "teacher_cache", "normalize",
                 "bn_recalibration", "channels_last", "min_steps", "val_lesions", "test_lesions", "oracle_factor",
-                "val_every"):
+                "val_every", "frozen_stages", "head_init", "frozen_bn"):
         if m.get(key) is not None:
             overrides[key] = m[key]
     g.profile_overrides = overrides

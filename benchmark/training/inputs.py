@@ -1,7 +1,10 @@
 """Images to network inputs: uint8 store, tensor augmentations and normalisation.
 
 Images are held once per dataset as a ``(N, 3, H, W)`` uint8 tensor on the training
-device; a batch is an index into it, so an epoch never decodes a file. Augmentations
+device; a batch is an index into it, so an epoch never decodes a file. A network with a
+frozen trunk (profile field ``frozen_stages``) reads the trunk's outputs instead, from a
+:class:`TrunkStore` that computes each image's trunk output once per augmentation
+variant. Augmentations
 run on the batch tensor: random horizontal and vertical flips and 90-degree rotations
 (lesion images have no canonical orientation; PaGKD's code rotates by any angle),
 and a mild brightness jitter. Normalisation: ``none`` scales pixels to [0, 1];
@@ -10,9 +13,12 @@ and a mild brightness jitter. Normalisation: ``none`` scales pixels to [0, 1];
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,6 +33,25 @@ class ImageStore:
         self.device = device
         self.channels_last = channels_last
         self._turn_maps: Tensor | None = None
+        self._trunk_stores: dict[tuple, TrunkStore] = {}
+
+    def for_model(self, model: nn.Module, normalize: str) -> ImageStore | TrunkStore:
+        """Where ``model`` reads its inputs: this store, or, for a backbone with a frozen
+        trunk, the :class:`TrunkStore` of that trunk (one per backbone and weights, shared
+        by every run of the process)."""
+        depth = int(getattr(model, "trunk_depth", 0))
+        if depth <= 0:
+            return self
+        weights = getattr(model, "weights", {}) or {}
+        if weights.get("origin", "random") == "random":
+            raise ValueError(f"a frozen trunk (frozen_stages={depth}) needs pretrained weights; backbone "
+                             f"{getattr(model, 'name', '?')!r} starts from random ones. Set --pretrained, or "
+                             "--frozen-stages 0")
+        key = (getattr(model, "name", ""), weights.get("spec"), weights.get("origin"), weights.get("sha256"), depth,
+               normalize)
+        if key not in self._trunk_stores:
+            self._trunk_stores[key] = TrunkStore(self, model.trunk(), normalize)
+        return self._trunk_stores[key]
 
     def batch(
         self,
@@ -34,12 +59,16 @@ class ImageStore:
         normalize: str,
         augment: bool,
         generator: torch.Generator | None = None,
+        draws: Tensor | None = None,
     ) -> Tensor:
+        """Network inputs of ``table_index``; augmented with ``draws``, or with new draws
+        from ``generator`` when none are given."""
         idx = torch.as_tensor(np.asarray(table_index), dtype=torch.long, device=self.device)
         if augment:
             # Same draws and the same pixels as augment_batch on the float batch, but the
             # flips and turns are one gather of uint8 pixels.
-            draws = augment_draws(len(idx), generator, self.device)
+            if draws is None:
+                draws = augment_draws(len(idx), generator, self.device)
             x = brightness(self.flipped_and_turned(idx, draws).float().div_(255.0), draws)
         else:
             x = self.images.index_select(0, idx).float().div_(255.0)
@@ -58,6 +87,92 @@ class ImageStore:
         rows = self.images.view(n, c, h * w).index_select(0, idx)
         where = self._turn_maps.index_select(0, code)[:, None, :].expand(len(idx), c, h * w)
         return torch.gather(rows, 2, where).view(len(idx), c, h, w)
+
+
+class TrunkStore:
+    """The outputs of a frozen trunk on every image of an :class:`ImageStore`, computed
+    once per (image, flip/turn variant) on first use and then read from memory.
+
+    Augmentation draws the same flips and 90-degree turns as the image store (eight
+    variants of each image, all cached); the brightness jitter is not applied, since a
+    cached variant cannot carry a fresh gain. :meth:`batch` has the image store's
+    signature, so the training loop, prediction and batch-norm recalibration read a
+    trunk store as they read images; :meth:`pixels` returns the images a batch shows,
+    for methods that refine maps on pixels.
+    """
+
+    VARIANTS = 8
+
+    def __init__(self, images: ImageStore, trunk: nn.Module, normalize: str) -> None:
+        self.images = images
+        # a copy: the network it came from switches its modules to training mode
+        self.trunk = copy.deepcopy(trunk).eval().requires_grad_(False)
+        self.normalize = normalize
+        self.device = images.device
+        self.channels_last = images.channels_last
+        self._features: Tensor | None = None
+        self._filled = torch.zeros(self.VARIANTS, len(images.images), dtype=torch.bool, device=self.device)
+
+    @staticmethod
+    def variant(draws: Tensor) -> Tensor:
+        """The flip/turn pattern of each row's draws, ``hflip + 2 * vflip + 4 * turn``."""
+        return (draws[:, 0] < 0.5).long() + 2 * (draws[:, 1] < 0.5).long() + 4 * (draws[:, 2] < 0.5).long()
+
+    def pixels(self, table_index: np.ndarray | Tensor, draws: Tensor | None) -> Tensor:
+        """The normalised images behind :meth:`batch` (flipped and turned, no brightness)."""
+        idx = torch.as_tensor(np.asarray(table_index), dtype=torch.long, device=self.device)
+        raw = self.images.images.index_select(0, idx) if draws is None else self.images.flipped_and_turned(idx, draws)
+        x = normalize_batch(raw.float().div_(255.0), self.normalize)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    @torch.no_grad()
+    def _fill(self, idx: Tensor, variant: Tensor, batch_size: int = 128) -> None:
+        todo = ~self._filled[variant, idx]
+        if not bool(todo.any()):
+            return
+        rows = torch.nonzero(todo).flatten()
+        # one computation per missing (image, variant), even when a batch repeats it
+        pairs = torch.unique(variant[rows] * len(self.images.images) + idx[rows])
+        miss_idx, miss_var = pairs % len(self.images.images), pairs // len(self.images.images)
+        variant_draws = variant_draws_table(self.device)[miss_var]
+        for start in range(0, len(miss_idx), batch_size):
+            part_idx, part_draws = miss_idx[start:start + batch_size], variant_draws[start:start + batch_size]
+            out = self.trunk(self.pixels(part_idx, part_draws)).float()
+            if self._features is None:
+                self._features = torch.zeros(self.VARIANTS, len(self.images.images), *out.shape[1:],
+                                             device=self.device)
+            self._features[miss_var[start:start + batch_size], part_idx] = out
+        self._filled[miss_var, miss_idx] = True
+
+    def batch(
+        self,
+        table_index: np.ndarray | Tensor,
+        normalize: str,
+        augment: bool,
+        generator: torch.Generator | None = None,
+        draws: Tensor | None = None,
+    ) -> Tensor:
+        if normalize != self.normalize:
+            raise ValueError(f"trunk store built for normalisation {self.normalize!r}, asked for {normalize!r}")
+        idx = torch.as_tensor(np.asarray(table_index), dtype=torch.long, device=self.device)
+        if augment and draws is None:
+            draws = augment_draws(len(idx), generator, self.device)
+        variant = self.variant(draws) if augment else torch.zeros(len(idx), dtype=torch.long, device=self.device)
+        self._fill(idx, variant)
+        assert self._features is not None
+        x = self._features[variant, idx]
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def describe(self) -> dict[str, Any]:
+        return {"variants": self.VARIANTS, "cached": int(self._filled.sum())}
+
+
+def variant_draws_table(device: torch.device | str = "cpu") -> Tensor:
+    """``(8, 4)`` draws that reproduce flip/turn pattern ``code = hflip + 2 * vflip + 4 * turn``
+    (a draw below 0.5 applies its transform; brightness gain 1)."""
+    code = torch.arange(8)
+    flags = [torch.where(code & bit > 0, 0.0, 1.0) for bit in (1, 2, 4)]
+    return torch.stack([*flags, torch.full((8,), 0.5)], dim=1).to(device)
 
 
 def augment_batch(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -84,10 +199,8 @@ def flip_and_turn(x: Tensor, draws: Tensor) -> Tensor:
 def turn_maps(h: int, w: int, device: torch.device | str = "cpu") -> Tensor:
     """``(8, h * w)`` source pixel of each output pixel under :func:`flip_and_turn`, for
     the draw pattern ``code = hflip + 2 * vflip + 4 * turn``."""
-    code = torch.arange(8)
-    draws = torch.stack([torch.where(code & bit > 0, 0.0, 1.0) for bit in (1, 2, 4)] + [torch.zeros(8)], dim=1)
     pixels = torch.arange(h * w, device=device).view(1, 1, h, w).expand(8, 1, h, w)
-    return flip_and_turn(pixels, draws.to(device)).reshape(8, h * w)
+    return flip_and_turn(pixels, variant_draws_table(device)).reshape(8, h * w)
 
 
 def brightness(x: Tensor, draws: Tensor) -> Tensor:

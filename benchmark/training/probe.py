@@ -48,6 +48,10 @@ class ProbeFit:
     c: float
     val_auc: float
     val_aucs: dict[float, float]
+    weight: np.ndarray
+    """``(classes, features)`` the chosen model as a linear head on the raw features
+    (standardisation folded in): ``logits = x @ weight.T + bias`` gives its probabilities."""
+    bias: np.ndarray
 
 
 def has_pretrained(profile: Profile, backbone: str) -> bool:
@@ -96,7 +100,53 @@ def fit_probe(
         score = auc if math.isfinite(auc) else -math.inf
         if score > best_auc or best_model is None:
             best_c, best_auc, best_model = c, score, m
-    return ProbeFit(prob=full(best_model, te), c=best_c, val_auc=best_auc, val_aucs=val_aucs)
+    weight, bias = _as_linear_head(best_model, scaler, num_classes, train_x.shape[1])
+    return ProbeFit(prob=full(best_model, te), c=best_c, val_auc=best_auc, val_aucs=val_aucs, weight=weight,
+                    bias=bias)
+
+
+ABSENT_CLASS_BIAS = -30.0
+"""Logit bias of a class the logistic regression never saw (probability about 1e-13)."""
+
+
+def _as_linear_head(model: Any, scaler: Any, num_classes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic regression on standardised features -> weight and bias on raw features.
+    Binary scikit-learn models hold one row ``z`` (``p1 = sigmoid(z)``): logits ``(0, z)``."""
+    coef = np.asarray(model.coef_, dtype=np.float64) / scaler.scale_
+    intercept = np.asarray(model.intercept_, dtype=np.float64) - coef @ scaler.mean_
+    weight = np.zeros((num_classes, dim))
+    bias = np.full(num_classes, ABSENT_CLASS_BIAS)
+    classes = np.asarray(model.classes_, dtype=np.int64)
+    if coef.shape[0] == 1:
+        bias[classes[0]] = 0.0
+        weight[classes[1]], bias[classes[1]] = coef[0], intercept[0]
+    else:
+        weight[classes], bias[classes] = coef, intercept
+    return weight, bias
+
+
+def fit_head_to_probe(model: Any, store: Any, data: Any, profile: Profile, seed: int) -> dict[str, Any]:
+    """LP-FT's first stage (Kumar et al., ICLR 2022): replace ``model``'s linear head by
+    the logistic regression (C chosen on the run's validation split, as the probe rows
+    do) fitted to its own pooled features of the un-augmented training images; the
+    fine-tuning that follows then starts from the probe instead of a random head, so it
+    does not wreck the pretrained features while the head is still random.
+
+    The features are taken as the network will be evaluated: after batch-norm
+    recalibration on the training images when the profile recalibrates. Returns what
+    the run file records."""
+    from .train import recalibrate_batchnorm, recalibration_index
+
+    if profile.bn_recalibration:
+        recalibrate_batchnorm(model, store, recalibration_index(data, profile, seed), profile)
+    train_x = embed(model, store, data.student_pool, profile)
+    val_x = embed(model, store, data.val_index, profile)
+    fit = fit_probe(train_x, data.student_labels, val_x, data.val_labels, val_x, data.num_classes)
+    head = model.classifier
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(fit.weight, dtype=head.weight.dtype))
+        head.bias.copy_(torch.as_tensor(fit.bias, dtype=head.bias.dtype))
+    return {"rule": "probe", "C": fit.c, "val_auc": fit.val_auc}
 
 
 def probe_jobs(bundle: DatasetBundle, profile: Profile) -> list[tuple[str, str]]:

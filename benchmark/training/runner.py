@@ -33,6 +33,7 @@ from ..settings.config import RunConfig
 from ..settings.profiles import Profile
 from . import tracking
 from .inputs import ImageStore
+from .probe import fit_head_to_probe
 from .provenance import provenance
 from .runfile import SCHEMA_VERSION, run_path
 from .setup import training_setup
@@ -200,6 +201,10 @@ class Session:
                 return (f"dataset {bundle.dataset_id!r} has no WLI-oracle images (synthetic cross-modal twins "
                         "with profile oracle_factor >= 2 have them)")
             return None
+        if cfg.profile.frozen_stages > 0 and cls.transforms_inputs:
+            return (f"method {cfg.method!r} runs its networks on inputs it makes from the batch images (rotations), "
+                    f"which a frozen, cached trunk cannot serve (frozen_stages={cfg.profile.frozen_stages}); "
+                    "run it with --frozen-stages 0")
         if cfg.regime not in cls.regimes:
             return (f"method {cfg.method!r} does not support regime {cfg.regime!r} "
                     f"(it supports {', '.join(sorted(cls.regimes))})")
@@ -268,23 +273,30 @@ class Session:
             student = create_backbone(profile.backbone, bundle.num_classes, profile.pretrained).to(acc.device)
             if profile.channels_last:
                 student = student.to(memory_format=torch.channels_last)
+            student.freeze_trunk(profile.frozen_stages)
+            student_store = store.for_model(student, profile.normalize)
             data, ctx, plan = training_setup(
-                bundle, cfg.regime, profile, store, method=cls, student=student.spec(profile.image_size),
+                bundle, cfg.regime, profile, student_store, method=cls, student=student.spec(profile.image_size),
                 teacher=teacher.spec(profile.image_size) if teacher is not None else None,
+                teacher_store=store.for_model(teacher, profile.normalize) if teacher is not None else None,
             )
             distiller = methods.create(cfg.method, ctx, **cfg.method_options)
             weights = {**cls.default_weights, **cfg.weights}
+            if profile.head_init == "probe":
+                record["head_init"] = fit_head_to_probe(student, student_store, data, profile, cfg.seed)
+            elif profile.head_init:
+                raise ValueError(f"unknown head_init {profile.head_init!r}; use '' or 'probe'")
             tracking.start_run(acc, self.out, bundle.dataset_id, cfg.regime, cfg.method, cfg.seed,
                                {**cfg.as_dict(), "config_hash": record["config_hash"]})
             result = fit(
                 student=student, distiller=distiller, teacher=teacher, data=data, profile=profile,
                 epochs=plan.epochs, lr=profile.lr, weights=weights, seed=cfg.seed, accelerator=acc,
                 progress=self.progress, description=f"{bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed}",
-                val_every=plan.val_every,
+                val_every=plan.val_every, validate_at_start=profile.head_init == "probe",
             )
             eval_started = time.perf_counter()
             test = bundle.splits.test_student
-            prob = predict(student, store, test, profile)
+            prob = predict(student, student_store, test, profile)
             y = bundle.table.labels[test]
             record["metrics"] = classification_metrics(y, prob)
             acc.log(tracking.final_scalars(record["metrics"]), step=result.steps)

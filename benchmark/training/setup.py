@@ -22,7 +22,7 @@ from datasets.sampling import twin_positions
 from methods import Distiller, DistillerContext, ModelSpec
 
 from ..settings.profiles import Profile
-from .inputs import ImageStore
+from .inputs import ImageStore, TrunkStore
 from .schedule import Schedule, schedule
 from .train import TrainData, make_sampler
 
@@ -31,12 +31,13 @@ def training_setup(
     bundle: DatasetBundle,
     regime: str,
     profile: Profile,
-    store: ImageStore,
+    store: ImageStore | TrunkStore,
     *,
     method: type[Distiller],
     student: ModelSpec,
     teacher: ModelSpec | None = None,
     modality: str | None = None,
+    teacher_store: ImageStore | TrunkStore | None = None,
 ) -> tuple[TrainData, DistillerContext, Schedule]:
     """The training data, distiller context and schedule of one job.
 
@@ -44,7 +45,9 @@ def training_setup(
         bundle: the dataset.
         regime: the run's regime (``same`` for a teacher job).
         profile: the resolved profile (batch size, epochs, group size).
-        store: the dataset's images on the training device.
+        store: the dataset's images on the training device (or the student's frozen
+            trunk's outputs on them).
+        teacher_store: where the teacher reads its inputs, when not from ``store``.
         method: the distiller class (its sampler decides the steps per epoch).
         student: shapes of the network being trained.
         teacher: shapes of the frozen teacher, if the method has one.
@@ -69,6 +72,7 @@ def training_setup(
         student_labels=labels[student_pool], teacher_labels=labels[teacher_pool],
         val_index=val, val_labels=labels[val],
         num_classes=bundle.num_classes, class_names=bundle.classes, same_view=same_view,
+        teacher_store=teacher_store if teacher_store is not store else None,
     )
     ctx = DistillerContext(
         student=student, teacher=teacher, num_classes=bundle.num_classes, regime=regime,

@@ -28,9 +28,10 @@ from methods.baseline import Baseline
 
 from ..analysis.metrics import classification_metrics
 from ..models.backbones import Backbone, create_backbone
-from ..settings.config import SUITE_VERSION, stable_hash
+from ..settings.config import SUITE_VERSION, hashed_profile, stable_hash
 from ..settings.profiles import Profile
 from .inputs import ImageStore
+from .probe import fit_head_to_probe
 from .runfile import write_json_atomic
 from .setup import training_setup
 from .train import fit, predict, seed_everything
@@ -38,6 +39,7 @@ from .train import fit, predict, seed_everything
 TEACHER_FIELDS = (
     "teacher_backbone", "image_size", "teacher_epochs", "teacher_lr", "batch_size", "optimizer", "weight_decay",
     "momentum", "augment", "normalize", "pretrained", "precision", "channels_last", "val_every", "min_steps",
+    "frozen_stages", "head_init", "frozen_bn",
 )
 
 
@@ -63,7 +65,7 @@ def dataset_fingerprint(bundle: DatasetBundle) -> str:
 
 
 def teacher_key(bundle: DatasetBundle, modality: str, profile: Profile, seed: int) -> str:
-    fields = {k: getattr(profile, k) for k in TEACHER_FIELDS}
+    fields = hashed_profile({k: getattr(profile, k) for k in TEACHER_FIELDS})
     return stable_hash({
         "dataset": dataset_fingerprint(bundle), "modality": modality, "seed": seed, "profile": fields,
         "suite_version": SUITE_VERSION,
@@ -99,6 +101,8 @@ def get_teacher(
     model = create_backbone(profile.teacher_backbone, bundle.num_classes, profile.pretrained).to(accelerator.device)
     if profile.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model.freeze_trunk(profile.frozen_stages)
+    store = store.for_model(model, profile.normalize)
 
     meta = None
     if ckpt.exists() and meta_path.exists():
@@ -118,11 +122,13 @@ def get_teacher(
         started = time.perf_counter()
         data, ctx, plan = training_setup(bundle, Regime.SAME, profile, store, method=Baseline,
                                    student=model.spec(profile.image_size), modality=modality)
+        head_init = fit_head_to_probe(model, store, data, profile, seed) if profile.head_init == "probe" else None
         result = fit(
             student=model, distiller=Baseline(ctx), teacher=None, data=data, profile=profile,
             epochs=plan.epochs, lr=profile.teacher_lr, weights=dict(Baseline.default_weights),
             seed=seed, accelerator=accelerator, progress=progress,
             description=f"teacher {bundle.dataset_id}/{modality}/seed{seed}", val_every=plan.val_every,
+            validate_at_start=head_init is not None,
         )
         accelerator.free_memory()
         prob = predict(model, store, test_index, profile)
@@ -131,7 +137,7 @@ def get_teacher(
             "key": key, "modality": modality, "dataset": bundle.dataset_id, "seed": seed,
             "backbone": profile.teacher_backbone, "best_epoch": result.best_epoch, "val_auc": result.best_val_auc,
             "metrics": metrics, "train_s": time.perf_counter() - started, "history": result.history,
-            "steps": result.steps, "epochs": plan.epochs,
+            "steps": result.steps, "epochs": plan.epochs, "head_init": head_init,
             "test_prob": prob.tolist(),
         }
         if accelerator.is_main_process:

@@ -31,7 +31,7 @@ from ..analysis.metrics import auc_score
 from ..models.backbones import Backbone
 from ..settings.profiles import Profile
 from . import tracking
-from .inputs import ImageStore
+from .inputs import ImageStore, TrunkStore, augment_draws
 
 PREPARE_EPOCH = 1 << 20
 """Sampler stream of a method's pre-training stage (``Distiller.prepare``): seeded,
@@ -57,7 +57,7 @@ class NonFiniteLossError(RuntimeError):
 class TrainData:
     """Pools of one training job (positions refer to the :class:`ImageStore`'s table)."""
 
-    store: ImageStore
+    store: ImageStore | TrunkStore
     student_pool: np.ndarray
     teacher_pool: np.ndarray
     twin_position: np.ndarray
@@ -69,6 +69,13 @@ class TrainData:
     class_names: list[str]
     same_view: bool = False
     """``same`` regime: the teacher sees exactly the student's (augmented) input."""
+    teacher_store: ImageStore | TrunkStore | None = None
+    """Where the teacher side's inputs come from when it differs from ``store`` (a teacher
+    with its own frozen trunk); ``None``: ``store``."""
+
+    @property
+    def teacher_inputs(self) -> ImageStore | TrunkStore:
+        return self.store if self.teacher_store is None else self.teacher_store
 
 
 @dataclass
@@ -148,11 +155,23 @@ def build_batch(
     s_rows = plan.student[rank_rows]
     t_rows = plan.teacher[rank_rows]
     device = data.store.device
-    student_x = data.store.batch(data.student_pool[s_rows], profile.normalize, augment, generator)
+    s_index, t_index = data.student_pool[s_rows], data.teacher_pool[t_rows]
+    # one set of draws per side, in the order the image store has always drawn them
+    s_draws = augment_draws(len(s_index), generator, device) if augment else None
+    student_x = data.store.batch(s_index, profile.normalize, augment, draws=s_draws)
+    t_store = data.teacher_inputs
     if data.same_view:
-        teacher_x = student_x
+        t_index, t_draws = s_index, s_draws
+        teacher_x = student_x if t_store is data.store else t_store.batch(t_index, profile.normalize, augment,
+                                                                          draws=t_draws)
     else:
-        teacher_x = data.store.batch(data.teacher_pool[t_rows], profile.normalize, augment, generator)
+        t_draws = augment_draws(len(t_index), generator, device) if augment else None
+        teacher_x = t_store.batch(t_index, profile.normalize, augment, draws=t_draws)
+    pixels = {}
+    if isinstance(data.store, TrunkStore):
+        pixels["student_image"] = data.store.pixels(s_index, s_draws)
+    if isinstance(t_store, TrunkStore):
+        pixels["teacher_image"] = t_store.pixels(t_index, t_draws)
     return Batch(
         student_x=student_x,
         teacher_x=teacher_x,
@@ -163,6 +182,7 @@ def build_batch(
         epoch=epoch,
         num_epochs=num_epochs,
         step=step,
+        **pixels,
     )
 
 
@@ -193,7 +213,7 @@ def loss_values(terms: dict[str, Tensor], total: Tensor) -> tuple[dict[str, floa
 
 @torch.no_grad()
 def predict(
-    model: Backbone, store: ImageStore, table_index: np.ndarray, profile: Profile, batch_size: int = 256
+    model: Backbone, store: ImageStore | TrunkStore, table_index: np.ndarray, profile: Profile, batch_size: int = 256
 ) -> np.ndarray:
     """Softmax probabilities on un-augmented images, in ``table_index`` order."""
     was_training = model.training
@@ -208,9 +228,17 @@ def predict(
     return torch.cat(probs).numpy()
 
 
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Put every batch-norm layer of ``model`` in inference mode: it normalises with its
+    running statistics and does not update them; its affine weights still train."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(
-    model: nn.Module, store: ImageStore, table_index: np.ndarray, profile: Profile, batch_size: int = 128
+    model: nn.Module, store: ImageStore | TrunkStore, table_index: np.ndarray, profile: Profile, batch_size: int = 128
 ) -> None:
     """Replace every batch-norm layer's running statistics by the average batch
     statistics of ``model`` on ``table_index`` (un-augmented training images).
@@ -222,7 +250,8 @@ def recalibrate_batchnorm(
     The weights are untouched; training in ``train`` mode does not read the running
     statistics, so the optimisation path is the same with or without it.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+             and (m.weight is None or m.weight.requires_grad)]  # a frozen trunk keeps its statistics
     if not norms or len(table_index) == 0:
         return
     was_training = model.training
@@ -264,7 +293,8 @@ class TeacherOutputCache:
         teacher.eval()
         with torch.no_grad():
             for start in range(0, len(data.teacher_pool), batch_size):
-                x = data.store.batch(data.teacher_pool[start : start + batch_size], profile.normalize, augment=False)
+                x = data.teacher_inputs.batch(data.teacher_pool[start : start + batch_size], profile.normalize,
+                                              augment=False)
                 out = teacher(x)
                 logits.append(out.logits)
                 emb.append(out.embedding)
@@ -307,9 +337,12 @@ def fit(
     progress: bool = False,
     description: str = "",
     val_every: int | None = None,
+    validate_at_start: bool = False,
 ) -> FitResult:
     """Train ``student`` with ``distiller``; keep the best-validation-AUC weights.
-    Validates every ``val_every`` epochs (default: the profile's) and after the last."""
+    Validates every ``val_every`` epochs (default: the profile's) and after the last;
+    with ``validate_at_start`` also before the first step (history epoch ``-1``), so the
+    starting network is a candidate too (a head fitted by linear probing)."""
     val_every = val_every or profile.val_every
     device = accelerator.device
     generator = torch.Generator().manual_seed(seed)
@@ -349,10 +382,35 @@ def fit(
     if teacher is not None and profile.teacher_cache and not distiller.teacher_augmented:
         cache = TeacherOutputCache(teacher, data, profile)
     recal_index = recalibration_index(data, profile, seed)
+
+    def validate(epoch: int, entry: dict[str, Any]) -> None:
+        val_started = time.perf_counter()
+        if len(recal_index):
+            recalibrate_batchnorm(student, data.store, recal_index, profile)
+        sync_buffers(student, accelerator)
+        prob = predict(student, data.store, data.val_index, profile)
+        val_auc = auc_score(data.val_labels, prob) if len(prob) else float("nan")
+        entry["val_auc"] = val_auc
+        if accelerator.trackers:
+            accelerator.log(tracking.validation_scalars(data.val_labels, prob, epoch), step=step)
+        score = val_auc if math.isfinite(val_auc) else -math.inf
+        if score > result.best_val_auc or not result.best_state:
+            result.best_val_auc = score
+            result.best_epoch = epoch
+            result.best_state = copy.deepcopy(accelerator.unwrap_model(step_module).student.state_dict())
+        bar.set_postfix(val_auc=f"{val_auc:.3f}")
+        result.val_s += time.perf_counter() - val_started
+
     step = 0
     bar = tqdm(range(epochs), desc=description, leave=False, disable=not progress, dynamic_ncols=True)
+    if validate_at_start:
+        start_entry: dict[str, Any] = {"epoch": -1, "loss": {}}
+        validate(-1, start_entry)
+        result.history.append(start_entry)
     for epoch in bar:
         student.train()
+        if profile.frozen_bn:
+            freeze_batchnorm(student)
         distiller.train()
         sums: dict[str, float] = {}
         n_batches = 0
@@ -395,22 +453,7 @@ def fit(
             result.images += batch.size
         entry: dict[str, Any] = {"epoch": epoch, "loss": {k: v / max(1, n_batches) for k, v in sums.items()}}
         if (epoch + 1) % val_every == 0 or epoch == epochs - 1:
-            val_started = time.perf_counter()
-            if len(recal_index):
-                recalibrate_batchnorm(student, data.store, recal_index, profile)
-            sync_buffers(student, accelerator)
-            prob = predict(student, data.store, data.val_index, profile)
-            val_auc = auc_score(data.val_labels, prob) if len(prob) else float("nan")
-            entry["val_auc"] = val_auc
-            if accelerator.trackers:
-                accelerator.log(tracking.validation_scalars(data.val_labels, prob, epoch), step=step)
-            score = val_auc if math.isfinite(val_auc) else -math.inf
-            if score > result.best_val_auc or result.best_epoch < 0:
-                result.best_val_auc = score
-                result.best_epoch = epoch
-                result.best_state = copy.deepcopy(accelerator.unwrap_model(step_module).student.state_dict())
-            bar.set_postfix(val_auc=f"{val_auc:.3f}")
-            result.val_s += time.perf_counter() - val_started
+            validate(epoch, entry)
         result.history.append(entry)
     optimizer.zero_grad(set_to_none=True)
     result.steps = step
