@@ -314,3 +314,21 @@ def test_report_pools_folds_and_says_when_a_student_falls_below_its_probe(tmp_pa
     inventory = text.split("## Run inventory")[1]
     assert "| paired | baseline | 2 | 0,1 | 200–202 |" in inventory.replace("D_p", "paired")
     assert "| 45 | 45 |" in text  # datasets table: the pooled test set, every lesion once
+
+
+# ----------------------------------------------------------------------------- the stand-in
+
+
+def test_make_standin_command_writes_the_small_paired_set(tmp_path, capsys):
+    from benchmark.orchestration.cli import main
+
+    folder = tmp_path / "standin-synthetic"
+    assert main(["make-standin", str(folder), "--image-size", "16"]) == 0
+    assert "76 lesions" in capsys.readouterr().out
+    wli = sorted(p.relative_to(folder / "wli") for p in (folder / "wli").rglob("*.png"))
+    nbi = sorted(p.relative_to(folder / "nbi") for p in (folder / "nbi").rglob("*.png"))
+    assert wli == nbi and len(wli) == 76  # one WLI and one NBI image per lesion, paired by name
+    counts = Counter(p.parts[0] for p in wli)
+    assert counts == {"hyperplastic": 21, "serrated": 15, "adenoma": 40}
+    assert Image.open(folder / "wli" / wli[0]).size == (16, 16)
+    assert (folder / "SYNTHETIC.txt").exists()
