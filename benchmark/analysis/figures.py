@@ -120,9 +120,11 @@ class AucBar:
 
 
 def auc_bars(
-    title: str, bars: Sequence[AucBar], stem: Path, teacher_auc: float | None = None, teacher_label: str = "teacher"
+    title: str, bars: Sequence[AucBar], stem: Path, teacher_auc: float | None = None, teacher_label: str = "teacher",
+    oracle_auc: float | None = None, oracle_label: str = "WLI oracle",
 ) -> list[Path]:
-    """AUC per method, grouped by regime, with bootstrap CI whiskers and the teacher line."""
+    """AUC per method, grouped by regime, with bootstrap CI whiskers, the teacher line
+    and, where there is one, the WLI-oracle line."""
     groups = list(dict.fromkeys(b.group for b in bars))
     labels = list(dict.fromkeys(b.label for b in bars))
     per_group = {g: [b for b in bars if b.group == g] for g in groups}
@@ -150,6 +152,8 @@ def auc_bars(
             seen.add(b.label)
     if teacher_auc is not None and np.isfinite(teacher_auc):
         ax.axhline(teacher_auc, color="black", ls="--", lw=1, label=f"{teacher_label} {teacher_auc:.3f}")
+    if oracle_auc is not None and np.isfinite(oracle_auc):
+        ax.axhline(oracle_auc, color="dimgray", ls=":", lw=1.2, label=f"{oracle_label} {oracle_auc:.3f}")
     finite = [b.low for b in bars if np.isfinite(b.low)] + [b.auc for b in bars]
     bottom = max(0.0, min(finite) - 0.05) if finite else 0.0
     ax.set(

@@ -354,15 +354,19 @@ def dataset_figures(doc: Report, ds: str, cells: list[Cell]) -> None:
         )
     if bars:
         t_auc = upper.mean("auc") if upper is not None else None
+        oracle = doc.r.oracle(ds)
+        o_auc = oracle.mean("auc") if oracle is not None and oracle.ok else None
         paths = figures.auc_bars(
             f"{label}: AUC with 95% CI",
             bars,
             doc.fig_dir / f"auc_{slug(ds)}",
             t_auc,
             method_label(upper.method) if upper else "teacher",
+            oracle_auc=o_auc, oracle_label=oracle.label if oracle is not None else "WLI oracle",
         )
         doc.add_figure(
             paths,
             f"{label}: mean AUC over seeds; whiskers: 95% CI of the seed-mean AUC ({CI_BOOT}; a single model: "
-            f"{CI_DELONG})",
+            f"{CI_DELONG}); dashed: the teacher on its own modality"
+            + (f"; dotted: {oracle.label}" if oracle is not None and o_auc is not None else ""),
         )
