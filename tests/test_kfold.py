@@ -332,3 +332,24 @@ def test_make_standin_command_writes_the_small_paired_set(tmp_path, capsys):
     assert counts == {"hyperplastic": 21, "serrated": 15, "adenoma": 40}
     assert Image.open(folder / "wli" / wli[0]).size == (16, 16)
     assert (folder / "SYNTHETIC.txt").exists()
+
+
+def test_main_regimes_fall_back_to_what_a_paired_only_set_serves(tmp_path, monkeypatch):
+    from benchmark.orchestration.grid import method_regimes
+
+    paired_only = load_dataset(DataRequest(name=f"folder:{make_folder(tmp_path / 'd')}", image_size=8),
+                               log=lambda m: None)
+    assert [str(r) for r in paired_only.regimes()] == ["paired", "same"]
+    # PaGKD's main regimes (unpaired, all) are not served: it runs where it can, on the pairs
+    assert method_regimes("pagkd", ["main"], paired_only) == ["paired"]
+    assert method_regimes("kd", ["main"], paired_only) == ["paired"]
+    # a method that accepts no served regime keeps its main ones, to be reported unsupported
+    import methods.registry as registry
+    from methods.base import Distiller
+
+    class OnlyUnpaired(Distiller):
+        regimes = frozenset({"unpaired"})
+        main_regimes = frozenset({"unpaired"})
+
+    monkeypatch.setitem(registry._REGISTRY, "only-unpaired-test-method", OnlyUnpaired)
+    assert method_regimes("only-unpaired-test-method", ["main"], paired_only) == ["unpaired"]

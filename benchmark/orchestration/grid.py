@@ -48,12 +48,17 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
 
 def method_regimes(method: str, requested: list[str], bundle: DatasetBundle) -> list[str]:
     """Regimes to run ``method`` in on ``bundle``. ``main`` means the method's own
-    main regimes that the dataset serves (``same`` on single-modality datasets)."""
+    main regimes that the dataset serves (``same`` on single-modality datasets); on a
+    dataset that serves none of them (a fully paired real set serves only ``paired``),
+    the cross-modal regimes it serves that the method accepts; failing those too, the
+    main regimes, which the run files then record as unsupported, with the reason."""
     cls = methods.get(method)
     out: list[str] = []
     for r in requested:
         if r == "main":
             chosen = [x for x in bundle.regimes() if x in cls.main_regimes or not bundle.cross_modal]
+            if not chosen:
+                chosen = [x for x in bundle.regimes() if x in cls.regimes and x != Regime.SAME]
             out.extend(chosen or sorted(cls.main_regimes))
         else:
             try:
