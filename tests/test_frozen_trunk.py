@@ -210,3 +210,28 @@ def test_committed_run_files_keep_their_hash() -> None:
         rec = json.loads(path.read_text())
         cfg = RunConfig.from_dict(rec["config"])
         assert cfg.hash(rec["data"]["fingerprint"]) == rec["config_hash"], path
+
+
+def test_one_standard_error_rule_keeps_the_earliest_checkpoint_within_one_se_of_the_best() -> None:
+    from benchmark.analysis.clustered_auc import clustered_auc_ci
+    from benchmark.training.train import one_standard_error_choice
+
+    rng = np.random.default_rng(0)
+    y = np.arange(14) % 2
+    best_prob = np.column_stack([1 - (p := np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.25, 14), 0, 1)), p])
+    ref = clustered_auc_ci(y, best_prob, None)
+    assert ref.se > 0.02
+    dummy = np.full((14, 2), 0.5)
+
+    def cands(offsets: list[float]) -> list:
+        return [(e - 1, ref.auc - o * ref.se, best_prob if o == 0 else dummy, {"w": torch.tensor(float(e))})
+                for e, o in enumerate(offsets)]
+
+    epoch, auc, state, info = one_standard_error_choice(cands([1.5, 0.5, 0.0, 0.1]), y)
+    assert (epoch, float(state["w"])) == (0, 1.0) and auc == pytest.approx(ref.auc - 0.5 * ref.se)
+    assert info == {"rule": "one_se", "best_epoch": 1, "best_val_auc": pytest.approx(ref.auc),
+                    "se": pytest.approx(ref.se)}
+    epoch, _, _, _ = one_standard_error_choice(cands([0.9, 1.2, 0.0]), y)
+    assert epoch == -1  # the starting network is within one SE: it is kept
+    epoch, _, _, _ = one_standard_error_choice(cands([1.1, 1.2, 0.0]), y)
+    assert epoch == 1  # nothing earlier is within one SE: the best

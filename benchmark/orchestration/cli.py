@@ -74,6 +74,8 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
                                                       "cache their outputs (pretrained weights only; 0: train all)")
     o.add_argument("--frozen-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="keep batch-norm layers in inference mode while training (pretrained statistics)")
+    o.add_argument("--selection", choices=["best", "one_se"], help="checkpoint kept: highest validation AUC, or "
+                                                                   "the earliest within one standard error of it")
     o.add_argument("--head-init", choices=["", "probe"], help="'probe': LP-FT, the head starts as the linear probe "
                                                               "on the network's own features ('': its own head)")
     d = p.add_argument_group("data")

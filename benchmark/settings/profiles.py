@@ -75,6 +75,9 @@ class Profile:
             (the pretrained running statistics normalise, only the affine weights
             train), as fine-tuning on batches of a few images usually does; with a
             probe-initialised head the starting network is then exactly the linear probe.
+        selection: which validated checkpoint a run keeps: ``best`` (highest validation
+            AUC, the earliest on ties) or ``one_se`` (the earliest within one DeLong
+            standard error of the highest; :func:`benchmark.training.train.one_standard_error_choice`).
         bn_recalibration: before each validation, replace batch-norm running statistics
             by the batch statistics of this many un-augmented training images
             (PreciseBN; ``0``: off). Short schedules need it: after a few dozen steps the
@@ -111,6 +114,7 @@ class Profile:
     frozen_stages: int = 0
     head_init: str = ""
     frozen_bn: bool = False
+    selection: str = "best"
 
     def replace(self, **overrides: Any) -> Profile:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
@@ -196,7 +200,8 @@ PROFILES: dict[str, Profile] = {
     # ImageNet statistics (so the starting network is exactly the probe, and a candidate
     # for selection), and Adam runs at a small learning rate. Schedule rule: 8 epochs, but
     # at least 200 optimiser steps of 16 images (a 50-image training set trains 67 epochs),
-    # validated about 8 times and once before the first step. Chosen on the 76-lesion
+    # validated about 8 times and once before the first step; the earliest checkpoint within
+    # one standard error of the best validation AUC is kept. Chosen on the 76-lesion
     # stand-in with the baseline and the teacher against their probes (README, "Small real
     # datasets"), never with a distillation method.
     "real": Profile(
@@ -219,6 +224,9 @@ PROFILES: dict[str, Profile] = {
         frozen_stages=6,
         head_init="probe",
         frozen_bn=True,
+        # Inner validation splits of about 12 lesions: keep the earliest checkpoint within
+        # one standard error of the best instead of the noisiest maximum.
+        selection="one_se",
     ),
 }
 

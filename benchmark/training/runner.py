@@ -301,7 +301,8 @@ class Session:
             record["metrics"] = classification_metrics(y, prob)
             acc.log(tracking.final_scalars(record["metrics"]), step=result.steps)
             record["selection"] = {"criterion": "val_auc", "best_epoch": result.best_epoch,
-                                   "best_val_auc": result.best_val_auc}
+                                   "best_val_auc": result.best_val_auc,
+                                   **({"rule": result.selection} if result.selection.get("rule") != "best" else {})}
             record["history"] = result.history
             record["predictions"] = {
                 "classes": bundle.classes, "y": y.tolist(), "prob": prob.tolist(),

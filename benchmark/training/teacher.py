@@ -39,7 +39,7 @@ from .train import fit, predict, seed_everything
 TEACHER_FIELDS = (
     "teacher_backbone", "image_size", "teacher_epochs", "teacher_lr", "batch_size", "optimizer", "weight_decay",
     "momentum", "augment", "normalize", "pretrained", "precision", "channels_last", "val_every", "min_steps",
-    "frozen_stages", "head_init", "frozen_bn",
+    "frozen_stages", "head_init", "frozen_bn", "selection",
 )
 
 
@@ -136,6 +136,7 @@ def get_teacher(
         meta = {
             "key": key, "modality": modality, "dataset": bundle.dataset_id, "seed": seed,
             "backbone": profile.teacher_backbone, "best_epoch": result.best_epoch, "val_auc": result.best_val_auc,
+            "selection": result.selection,
             "metrics": metrics, "train_s": time.perf_counter() - started, "history": result.history,
             "steps": result.steps, "epochs": plan.epochs, "head_init": head_init,
             "test_prob": prob.tolist(),
