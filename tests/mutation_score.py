@@ -94,6 +94,53 @@ EQUIVALENT: dict[str, str] = {
     **{f"methods.ssd_kd.x_rkd_angle__mutmut_{n}": "F.normalize p=None/omitted: default p=2" for n in (3, 6)},
     **{f"methods.ssd_kd.x_rotation_similarity__mutmut_{n}": "F.normalize dim omitted: default dim=1 of a 2-D input"
        for n in (12, 18)},
+    "methods.crckd.x_nce_loss__mutmut_21": "every row has P positives: the mean of the row means is the mean of all",
+    "methods.crckd.x_random_rot_flip__mutmut_17": "rand() <= 0.5 for < 0.5: differs only on a draw of exactly 0.5",
+    "methods.crckd.x_random_rot_flip__mutmut_24": "randint(4, size) is randint(0, 4, size)",
+    **{f"methods.crckd.x_random_rot_flip__mutmut_{n}": "axis +2 for -2 of the 4-D image batch: the same axis"
+       for n in (4, 38, 56)},
+    "methods.crckd.x_random_rot_flip__mutmut_43": "range(4) adds k = 0: a rotation by 0 is the identity",
+    "methods.crckd.x_random_rot_flip__mutmut_46": "range(1, 5) adds k = 4, which randint(0, 4) never draws",
+    **{f"methods.crckd.x_relation_kl__mutmut_{n}": "F.normalize dim omitted: default dim=1" for n in (6, 13)},
+    **{f"methods.crckd.{fn}__mutmut_{n}": "(log_)softmax dim=None/omitted: torch's implicit dim of 2-D is 1"
+       for fn, n in (("x_relation_kl", 22), ("x_relation_kl", 24), ("x_relation_kl", 27), ("x_relation_kl", 29),
+                     ("x_softmax_kl", 3), ("x_softmax_kl", 5), ("x_softmax_kl", 14), ("x_softmax_kl", 16))},
+    "methods.crckd.xǁCRCKDǁbind__mutmut_2": "teacher handle None: crckd never reads it (its teacher is the EMA copy)",
+    **{f"methods.crckd.xǁClassIndexǁ__init____mutmut_{n}": "label dtype dropped: integer labels of any dtype "
+       "count, index and compare the same; non-integer labels raise in bincount" for n in (3, 5)},
+    **{f"methods.crckd.xǁClassIndexǁ__init____mutmut_{n}": "argsort without stable=True: pos_in_class follows the "
+       "same order, and torch's sort keeps ties in order at these sizes" for n in (23, 24)},
+    **{f"methods.crckd.{fn}__mutmut_{n}": "persistent=None is persistent=False"
+       for fn, n in (("xǁClassIndexǁ__init__", 61), ("xǁClassIndexǁ__init__", 70), ("xǁClassIndexǁ__init__", 79),
+                     ("xǁClassIndexǁ__init__", 88), ("xǁ_CRCKDBaseǁ__init__", 84))},
+    **{f"methods.crckd.{fn}__mutmut_{n}": "persistent buffer: saved in state_dict or not, it is rebuilt from the "
+       "context with the same values" for fn, n in (("xǁClassIndexǁ__init__", 64), ("xǁClassIndexǁ__init__", 67),
+                                                    ("xǁClassIndexǁ__init__", 73), ("xǁClassIndexǁ__init__", 76),
+                                                    ("xǁClassIndexǁ__init__", 82), ("xǁClassIndexǁ__init__", 85),
+                                                    ("xǁClassIndexǁ__init__", 91), ("xǁClassIndexǁ__init__", 94),
+                                                    ("xǁ_CRCKDBaseǁ__init__", 87), ("xǁ_CRCKDBaseǁ__init__", 90))},
+    "methods.crckd.xǁClassIndexǁsample__mutmut_32": "anchor score 3 for 2: any score above 1 beats every draw in "
+    "[0, 1)",
+    **{f"methods.crckd.xǁClassIndexǁsample__mutmut_{n}": "topk dim omitted: the default -1 is dim 1 of 2-D scores"
+       for n in (37, 50)},
+    "methods.crckd.xǁContrastBankǁ__init____mutmut_31": "Z sentinel -2 for -1: any negative value means 'not yet set'",
+    "methods.crckd.xǁContrastBankǁscores__mutmut_14": "z <= 0 for z < 0: z is -1 until set, then mean(exp(.)) * N > 0",
+    "methods.crckd.xǁEmbedǁ__init____mutmut_1": "dim_out default: every caller passes it",
+    "methods.crckd.xǁEmbedǁforward__mutmut_4": "F.normalize dim omitted: default dim=1",
+    "methods.crckd.xǁ_CRCKDBaseǁlosses__mutmut_13": ".to(None) for a dtype cast: identity in float32",
+    **{f"methods.polypsalign.{fn}__mutmut_{n}": "(log_)softmax dim None/omitted/+1: on 2-D logits the implicit dim "
+       "and dim 1 are the last" for fn in ("x__kl_mean", "x_contrastive_hinge") for n in (3, 5, 6)},
+    "methods.polypsalign.xǁPolypsAlignǁ__init____mutmut_1": "ctx=None: PolypsAlign never reads ctx after construction",
+    "methods.polypsalign.xǁPolypsAlignǁ__init____mutmut_34": "bias=None is bias=False",
+    **{f"methods.polypsalign.xǁPolypsAlignǁbind__mutmut_{n}": "bound student/teacher handle None: PolypsAlign never "
+       "reads them (the harness runs both networks; the raw student copies the argument)" for n in (1, 2)},
+    **{f"methods.polypsalign.xǁPolypsAlignǁlosses__mutmut_{n}": "ones_like of the bool twin mask without dtype=bool: "
+       "the same bool mask" for n in (37, 39)},
+    "methods.polypsalign.xǁPolypsAlignǁadapt__mutmut_4": "shape[+2:] of a 4-D map is shape[-2:]",
+    "methods.polypsalign.xǁPolypsAlignǁadapt__mutmut_5": "shape[-3:] never equals the size, so it always resizes; a "
+    "same-size bilinear resize is the identity",
+    **{f"methods.polypsalign.xǁPolypsAlignǁadapt__mutmut_{n}": "align_corners=None/omitted: default False"
+       for n in (11, 15)},
     "methods.pagkd.x__anchored_infonce__mutmut_8": "the similarity matrix is square",
     **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "defaults every caller passes explicitly"
        for n in (1, 2)},
