@@ -717,3 +717,123 @@ def test_ssd_gram_distances_head_and_rkd_terms_match_direct_computations() -> No
     s, t = torch.randn(5, 3, generator=g), torch.randn(5, 4, generator=g)
     assert rkd_distance(s, t).item() == pytest.approx(rkd_distance_loss(s, t).item(), rel=1e-5)
     assert rkd_angle(s, t).item() == pytest.approx(rkd_angle_loss(s, t).item(), rel=1e-5)
+
+
+class _LinearViews(nn.Module):
+    """A fixed random linear map of the flattened image: every rotated view gets its own embedding."""
+
+    def __init__(self, pixels: int, width: int) -> None:
+        super().__init__()
+        self.register_buffer("proj", torch.randn(pixels, width, generator=torch.Generator().manual_seed(4)))
+
+    def forward(self, x: torch.Tensor) -> Outputs:
+        emb = x.flatten(1) @ self.proj
+        return Outputs(logits=emb[:, :2], embedding=emb, features=[emb[:, :, None, None]])
+
+
+@pytest.mark.parametrize(("epochs", "lr_factors"), [(4, (1.0, 1.0, 0.1, 0.01)), (2, (1.0, 0.1))])
+def test_ssd_kd_prepare_trains_the_teacher_head_as_released(epochs: int, lr_factors: tuple[float, ...]) -> None:
+    """Stage A against a float64 re-run: SGD (lr ss_lr, momentum 0.9, weight decay 1e-3) on
+    the cross-entropy of rotated-to-original cosines, batches in a random order each epoch,
+    lr x 0.1 after 50% and 75% of the epochs (at least after the first)."""
+    torch.manual_seed(0)
+    teacher = _LinearViews(3 * 4 * 4, 8)
+    d = create("ssd-kd", _crckd_ctx([0, 1, 0, 1], [0, 1, 0, 1], s_width=8, t_width=8), ss_epochs=epochs, ss_lr=0.5)
+    d.bind(teacher, teacher)
+    g = torch.Generator().manual_seed(5)
+    batches = []
+    for n in (3, 2):  # two batches of different sizes: the epoch means weight them by rows
+        x = torch.rand(n, 3, 4, 4, generator=g)
+        batches.append(Batch(student_x=x, teacher_x=x, y=torch.arange(n) % 2, twin=torch.ones(n, dtype=torch.bool),
+                             index=torch.arange(n), teacher_index=torch.arange(n)))  # fmt: skip
+    embs = [teacher(rotation_batch(b.teacher_x)).embedding.double() for b in batches]
+    torch.manual_seed(7)
+    orders = [torch.randperm(2).tolist() for _ in range(epochs)]
+    params = [p.detach().double().clone().requires_grad_(True) for p in d.proj_t.parameters()]
+    w1, b1, w2, b2 = params
+    momentum: list[torch.Tensor | None] = [None] * 4
+    history = []
+    for epoch in range(epochs):
+        total, correct, rows = 0.0, 0, 0
+        for k in orders[epoch]:
+            emb, n = embs[k], embs[k].shape[0] // 4
+            target = torch.arange(n).repeat_interleave(3)
+            z = torch.relu(emb @ w1.t() + b1) @ w2.t() + b2
+            z = z / z.norm(dim=1, keepdim=True)
+            sim = z[[4 * i + r for i in range(n) for r in (1, 2, 3)]] @ z[0::4].t()
+            loss = torch.nn.functional.cross_entropy(sim, target)
+            total += loss.item() * len(target)
+            correct += int((sim.argmax(1) == target).sum())
+            rows += len(target)
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                for i, (p, grad) in enumerate(zip(params, grads, strict=True)):
+                    step = grad + 1e-3 * p
+                    momentum[i] = step if momentum[i] is None else 0.9 * momentum[i] + step
+                    p.sub_(0.5 * lr_factors[epoch] * momentum[i])
+        history.append((total / rows, correct / rows))
+    assert history[0][0] > history[-1][0] + 0.02  # the head learns
+    torch.manual_seed(7)
+    d.prepare(batches)
+    for got, want in zip(d.proj_t.parameters(), params, strict=True):
+        torch.testing.assert_close(got.double(), want.detach(), rtol=1e-4, atol=1e-5)
+    assert [(h["loss"], h["accuracy"]) for h in d.ss_history] == [pytest.approx(h, rel=1e-4) for h in history]
+    assert d.prepared and not d.proj_t.training
+
+
+class _FixedViews(nn.Module):
+    """A teacher whose outputs on the rotation batch are given row by row."""
+
+    def __init__(self, out: Outputs) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, x: torch.Tensor) -> Outputs:
+        assert x.shape[0] == self.out.logits.shape[0]
+        return self.out
+
+
+def test_ssd_kd_terms_when_the_teacher_ranks_every_view_wrong() -> None:
+    """tf and ss keep no row (ratios 0, every rotated view misranked by the teacher): both are
+    0 and still part of the graph; ce is class-weighted; rkd = 25 distance + 50 angle (the
+    generic RKD losses); the regressor maps to the teacher's last map."""
+    from methods.rkd import rkd_angle_loss, rkd_distance_loss
+
+    torch.manual_seed(0)
+    student_spec = ModelSpec("toy", 2, 3, (3,), ((2, 2),))
+    teacher_spec = ModelSpec("toy", 2, 5, (4, 4, 5), ((4, 4), (2, 2), (1, 1)))
+    ctx = DistillerContext(
+        student=student_spec, teacher=teacher_spec, num_classes=2, regime="paired", num_student_train=4,
+        num_teacher_train=4, student_labels=torch.tensor([0, 0, 0, 1]), teacher_labels=torch.tensor([0, 0, 0, 1]),
+        num_epochs=1, steps_per_epoch=1, batch_size=2,
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    e1, e2 = torch.eye(5)[0], torch.eye(5)[1]
+    # image 0: original e1, rotations e2 (closest to image 1's original); image 1 the other way round
+    emb = torch.stack([e1, e2, e2, e2, e2, e1, e1, e1]) + 0.1 * torch.rand(8, 5, generator=g)
+    logits = torch.tensor([[-5.0, 5.0]] * 4 + [[5.0, -5.0]] * 4)  # image 0 is class 0, image 1 class 1
+    t4 = Outputs(logits=logits, embedding=emb, features=[torch.randn(8, 5, 1, 1, generator=g)])
+    d = create("ssd-kd", ctx, ss_epochs=1, tf_ratio=0.0, ss_ratio=0.0)
+    teacher = _FixedViews(t4)
+    d.bind(teacher, teacher)
+    x = torch.rand(2, 3, 4, 4, generator=g)
+    batch = Batch(student_x=x, teacher_x=x, y=torch.tensor([0, 1]), twin=torch.ones(2, dtype=torch.bool),
+                  index=torch.arange(2), teacher_index=torch.arange(2))  # fmt: skip
+    d.prepare([batch])
+    with torch.no_grad():  # teacher head = identity: its similarities are those of the embeddings
+        for layer in (d.proj_t[0], d.proj_t[2]):
+            layer.weight.copy_(torch.eye(5))
+            layer.bias.zero_()
+    s = Outputs(logits=torch.randn(8, 2, generator=g).requires_grad_(), embedding=torch.randn(8, 3, generator=g),
+                features=[torch.randn(8, 3, 2, 2, generator=g)])  # fmt: skip
+    terms = d.losses(s, None, batch)  # no harness output: all four views come from the teacher
+    assert terms["tf"].item() == 0.0 and terms["ss"].item() == 0.0
+    (grad,) = torch.autograd.grad(terms["tf"], s.logits)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    logp = torch.log_softmax(s.logits.detach().double(), 1)
+    w0, w1 = 4 / 3, 4.0  # N / n_c of the student pool
+    assert terms["ce"].item() == pytest.approx(float(-(w0 * logp[0, 0] + w1 * logp[4, 1]) / (w0 + w1)), rel=1e-6)
+    rkd = 25 * rkd_distance_loss(s.embedding, emb) + 50 * rkd_angle_loss(s.embedding, emb)
+    assert terms["rkd"].item() == pytest.approx(rkd.item(), rel=1e-4)
+    assert d.regressor(s.features[-1]).shape == (8, 5, 1, 1)
+    assert create("ssd-kd", ctx, weighted_ce=False).class_weight.tolist() == [1.0, 1.0]  # plain cross-entropy
