@@ -141,6 +141,34 @@ EQUIVALENT: dict[str, str] = {
     "same-size bilinear resize is the identity",
     **{f"methods.polypsalign.xǁPolypsAlignǁadapt__mutmut_{n}": "align_corners=None/omitted: default False"
        for n in (11, 15)},
+    "methods.polypsalign.xǁPolypsAlignǁadversary_optimizer__mutmut_16": "betas omitted: Adam's default (0.9, 0.999)",
+    **{f"methods.ssd_kd.x_interleave_rotations__mutmut_{n}": "classifier of the teacher views: SSD-KD never reads it"
+       for n in (27, 31)},
+    **{f"methods.ssd_kd.x_ranked_keep__mutmut_{n}": "argsort without stable=True: torch's sort keeps ties in order at "
+       "these sizes (not decidable by a deterministic test)" for n in (31, 32)},
+    "methods.ssd_kd.x_ranked_keep__mutmut_6": "argsort dim omitted: the default -1 is dim 1 of 2-D scores",
+    "methods.ssd_kd.x_rotation_batch__mutmut_12": "rot90 axis +2 for -2 of the 4-D image batch: the same axis",
+    **{f"methods.ssd_kd.{fn}__mutmut_{n}": "device None: the mask/targets are built on the CPU; the values are the "
+       "same, a wrong device raises" for fn, n in (("x_rotation_similarity", 5), ("xǁSSDKDǁlosses", 22),
+                                                   ("xǁSSDKDǁlosses", 88), ("xǁSSDKDǁprepare", 72))},
+    "methods.ssd_kd.xǁSSDKDǁ__init____mutmut_1": "ctx=None: SSD-KD never reads ctx after construction",
+    "methods.ssd_kd.xǁSSDKDǁ__init____mutmut_40": "persistent=None is persistent=False",
+    **{f"methods.ssd_kd.xǁSSDKDǁ__init____mutmut_{n}": "persistent buffer: saved in state_dict or not, it is rebuilt "
+       "from the context with the same values" for n in (43, 46)},
+    "methods.ssd_kd.xǁSSDKDǁ__init____mutmut_47": "prepared=None: falsy like False until prepare() sets True",
+    "methods.ssd_kd.xǁSSDKDǁ__init____mutmut_49": "ss_history=None: read only after prepare(), which resets it",
+    "methods.ssd_kd.xǁSSDKDǁlosses__mutmut_33": ".to(None) for a dtype cast: identity in float32",
+    "methods.ssd_kd.xǁSSDKDǁlosses__mutmut_91": "n / 4 for n // 4 (n a multiple of 4): arange of the integral float "
+    "gives the same targets, compared with == to integer indices",
+    "methods.ssd_kd.xǁSSDKDǁlosses__mutmut_14": "teacher views all forwarded instead of reusing the harness's "
+    "0-degree output: the frozen eval-mode teacher gives the same values on the same image (only the cost differs)",
+    "methods.ssd_kd.xǁSSDKDǁprepare__mutmut_47": "milestone max(2, round(0.75 E)) differs only for E = 1, where no "
+    "milestone falls inside the run",
+    "methods.ssd_kd.xǁSSDKDǁprepare__mutmut_57": "gamma omitted: MultiStepLR's default 0.1",
+    **{f"methods.ssd_kd.xǁSSDKDǁprepare__mutmut_{n}": "gradients zeroed instead of set to None before a backward "
+       "that fills every parameter's gradient: the same SGD step" for n in (82, 83)},
+    **{f"methods.ssd_kd.xǁSSDKDǁprepare__mutmut_{n}": "max(2, rows) = rows: every batch adds 3 rows per image"
+       for n in (104, 112)},
     "methods.pagkd.x__anchored_infonce__mutmut_8": "the similarity matrix is square",
     **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "defaults every caller passes explicitly"
        for n in (1, 2)},
