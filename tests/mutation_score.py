@@ -169,6 +169,37 @@ EQUIVALENT: dict[str, str] = {
        "that fills every parameter's gradient: the same SGD step" for n in (82, 83)},
     **{f"methods.ssd_kd.xǁSSDKDǁprepare__mutmut_{n}": "max(2, rows) = rows: every batch adds 3 rows per image"
        for n in (104, 112)},
+    **{f"methods._dense.{fn}__mutmut_{n}": "dtype dropped or .to(None): float32, the precision of the losses "
+       "(mixed precision is autocast's)" for fn, n in (
+           ("x__as_additive", 7), ("x__as_additive", 10), ("x__as_additive", 16), ("x__attend", 27),
+           ("x__position_distances", 4), ("x__position_distances", 7), ("x_class_activation_map", 15),
+           ("x_masked_attention", 38), ("x_pixel_adaptive_refinement", 103), ("x_pixel_adaptive_refinement", 35),
+           ("x_relation_mask", 8), ("x_relation_mask", 11))},
+    **{f"methods._dense.{fn}__mutmut_{n}": "float('-INF') is float('-inf')"
+       for fn, n in (("x__as_additive", 15), ("x_relation_mask", 26))},
+    **{f"methods._dense.x__neighbour_index__mutmut_{n}": "the 8-neighbourhood is symmetric under dy -> -dy "
+       "(dx -> -dx): the same neighbours in another order, each with its own distance" for n in (25, 35)},
+    "methods._dense.x_class_activation_map__mutmut_25": "einsum subscripts in upper case: the same contraction",
+    **{f"methods._dense.x_dual_threshold_labels__mutmut_{n}": "torch.full with the integer fill -1 infers int64"
+       for n in (9, 13)},
+    "methods._dense.x_masked_attention__mutmut_100": "chunk_size == Lq: one chunk of every row, the same values",
+    **{f"methods._dense.x_masked_attention__mutmut_{n}": "checkpointed or not, reentrant or not: the chunk is "
+       "recomputed to the same values (peak memory only)" for n in (114, 115, 159, 167, 168)},
+    "methods._dense.x_masked_attention__mutmut_59": "a constant on a fully blocked row cancels in its softmax, and the "
+    "row's output is zeroed afterwards",
+    "methods._dense.x_masked_attention__mutmut_62": "q.dim() > 2 or True: an unbatched q has batch () -> 1 as well",
+    "methods._dense.x_masked_attention__mutmut_72": "q.dim() >= 2: an unbatched q has batch () -> 1 as well",
+    "methods._dense.x_pixel_adaptive_refinement__mutmut_1": "num_iter default: every caller passes it",
+    "methods._dense.x_relation_weight__mutmut_1": "ambiguous default: every caller passes it",
+    **{f"methods._dense.x_pixel_adaptive_refinement__mutmut_{n}": "device None: the index/distances are built on "
+       "the CPU; the values are the same, a wrong device raises" for n in (61, 102)},
+    **{f"methods._dense.x_pixel_adaptive_refinement__mutmut_{n}": "-1e-8 for +1e-8 next to a std that is 0 (then "
+       "the difference is 0 too) or far above float32 resolution" for n in (89, 112)},
+    "methods._dense.x_pixel_adaptive_refinement__mutmut_36": "shape[+2:] of a 4-D image is shape[-2:]",
+    "methods._dense.x_pixel_adaptive_refinement__mutmut_37": "shape[-3:] never equals the grid, so it always "
+    "resizes; a same-size bilinear resize is the identity",
+    **{f"methods._dense.x_pixel_adaptive_refinement__mutmut_{n}": "align_corners=None/omitted: default False"
+       for n in (43, 48)},
     "methods.pagkd.x__anchored_infonce__mutmut_8": "the similarity matrix is square",
     **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "defaults every caller passes explicitly"
        for n in (1, 2)},
