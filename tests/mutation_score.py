@@ -200,6 +200,8 @@ EQUIVALENT: dict[str, str] = {
     "resizes; a same-size bilinear resize is the identity",
     **{f"methods._dense.x_pixel_adaptive_refinement__mutmut_{n}": "align_corners=None/omitted: default False"
        for n in (43, 48)},
+    "methods._dense.x_masked_attention__mutmut_79": "at exactly the limit, limit // (batch x Lk) = Lq: one block "
+    "either way",
     "methods.pagkd.x__anchored_infonce__mutmut_8": "the similarity matrix is square",
     **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "defaults every caller passes explicitly"
        for n in (1, 2)},

@@ -60,7 +60,8 @@ def test_cam_rejects_mismatched_head() -> None:
 _OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
-def _par_reference(image: torch.Tensor, cam: torch.Tensor, num_iter: int, dilations, pos_w: float) -> torch.Tensor:
+def _par_reference(image: torch.Tensor, cam: torch.Tensor, num_iter: int, dilations, pos_w: float,
+                   scale: float = 0.3) -> torch.Tensor:
     """AFA's PAR written pixel by pixel (one image, image already on the CAM grid)."""
     c, h, w = image.shape
 
@@ -72,7 +73,7 @@ def _par_reference(image: torch.Tensor, cam: torch.Tensor, num_iter: int, dilati
     dists = [d * math.hypot(dy, dx) for d in dilations for dy, dx in _OFFSETS]
     mean_d = sum(dists) / len(dists)
     std_d = math.sqrt(sum((v - mean_d) ** 2 for v in dists) / (len(dists) - 1))
-    pos = [-((v / (std_d + 1e-8) / 0.3) ** 2) for v in dists]
+    pos = [-((v / (std_d + 1e-8) / scale) ** 2) for v in dists]
     pos_soft = [math.exp(p) / sum(math.exp(q) for q in pos) for p in pos]
     aff = {}
     for y in range(h):
@@ -84,7 +85,7 @@ def _par_reference(image: torch.Tensor, cam: torch.Tensor, num_iter: int, dilati
                 mu = sum(vals) / len(vals)
                 sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
                 for n, v in enumerate(vals):
-                    kappa[n] += -((abs(float(image[ch, y, x]) - v) / (sd + 1e-8) / 0.3) ** 2) / c
+                    kappa[n] += -((abs(float(image[ch, y, x]) - v) / (sd + 1e-8) / scale) ** 2) / c
             z = sum(math.exp(k) for k in kappa)
             aff[y, x] = [math.exp(k) / z + pos_w * p for k, p in zip(kappa, pos_soft, strict=True)]
     m = cam.clone().double()
@@ -275,11 +276,14 @@ def test_bad_inputs_of_par_and_relation_masks_raise() -> None:
     torch.testing.assert_close(one[:, 0], pixel_adaptive_refinement(image, cam, num_iter=2))
 
 
-def test_par_position_term_at_a_visible_weight() -> None:
+@pytest.mark.parametrize("scale", [0.3, 3.0])
+def test_par_position_term_at_a_visible_weight(scale: float) -> None:
+    # at rgb_scale 0.3 the position softmax sits on the nearest neighbours; at 3.0 every neighbour counts
     g = torch.Generator().manual_seed(4)
     image, cam = torch.rand(1, 3, 4, 4, generator=g), torch.rand(1, 4, 4, generator=g)
-    out = pixel_adaptive_refinement(image, cam, num_iter=2, dilations=(1, 2), position_weight=1.0)
-    torch.testing.assert_close(out[0], _par_reference(image[0], cam[0], 2, (1, 2), 1.0), atol=1e-4, rtol=1e-4)
+    out = pixel_adaptive_refinement(image, cam, num_iter=2, dilations=(1, 2), position_weight=1.0, rgb_scale=scale)
+    ref = _par_reference(image[0], cam[0], 2, (1, 2), 1.0, scale)
+    torch.testing.assert_close(out[0], ref, atol=1e-4, rtol=1e-4)
 
 
 def test_chunked_attention_with_grad_keeps_the_logit_scale_and_a_missing_mask() -> None:
