@@ -202,6 +202,38 @@ EQUIVALENT: dict[str, str] = {
        for n in (43, 48)},
     "methods._dense.x_masked_attention__mutmut_79": "at exactly the limit, limit // (batch x Lk) = Lq: one block "
     "either way",
+    **{f"methods.pagkd_released.x_identity_codes__mutmut_{n}": "arange dtype dropped: int64 positions + 0.1 promote "
+       "to the default float32" for n in (10, 12)},
+    **{f"methods.pagkd_released.{fn}__mutmut_{n}": "defaults every caller passes explicitly"
+       for fn, n in (("x_pairwise_group_loss", 1), ("x_pairwise_group_loss", 2),
+                     ("x_relation_reconstruction_loss", 1), ("x_released_set_similarity", 1))},
+    **{f"methods.pagkd_released.{fn}__mutmut_{n}": "cosine_similarity dim omitted (default 1) or eps omitted "
+       "(default 1e-8)" for fn, n in (("x_pairwise_group_loss", 58), ("x_pairwise_group_loss", 59),
+                                      ("x_relation_reconstruction_loss", 40), ("x_relation_reconstruction_loss", 41))},
+    **{f"methods.pagkd_released.{fn}__mutmut_{n}": "dtype dropped or .to(None): float32, the precision of the losses "
+       "(mixed precision is autocast's)" for fn, n in (
+           ("x_released_contrastive_loss", 58), ("x_released_contrastive_loss", 62),
+           ("xǁReleasedQFormerǁforward", 5), ("xǁReleasedQFormerǁforward", 9), ("xǁReleasedQFormerǁforward", 14),
+           ("xǁReleasedQFormerǁforward", 16), ("xǁReleasedQFormerǁforward", 41))},
+    "methods.pagkd_released.x_released_contrastive_loss__mutmut_71": "float('-INF') is float('-inf')",
+    **{f"methods.pagkd_released.x_released_set_similarity__mutmut_{n}": "F.normalize dim omitted: default dim=1"
+       for n in (6, 12)},
+    "methods.pagkd_released.x_released_set_similarity__mutmut_22": "einsum subscripts in upper case: the same "
+    "contraction",
+    **{f"methods.pagkd_released.xǁPaGKDReleasedǁ__init____mutmut_{n}": "bias=None is bias=False" for n in (32, 55)},
+    "methods.pagkd_released.xǁPaGKDReleasedǁ__init____mutmut_46": "kaiming_normal_'s default leaky_relu with a=0 has "
+    "the ReLU gain sqrt(2)",
+    "methods.pagkd_released.xǁPaGKDReleasedǁ__init____mutmut_48": "kaiming_normal_ lower-cases the mode",
+    **{f"methods.pagkd_released.xǁReleasedQFormerǁforward__mutmut_{n}": "need_weights None/True/omitted: the "
+       "attention output is the same, the weights are discarded" for n in (52, 57, 58)},
+    **{f"methods.add.x_cosine_distance__mutmut_{n}": "cosine_similarity dim omitted (default 1) or eps omitted "
+       "(default 1e-8)" for n in (9, 10)},
+    "methods.add.xǁADDǁ__init____mutmut_1": "ctx=None: ADD never reads ctx after construction",
+    **{f"methods.add.xǁADDǁ__init____mutmut_{n}": "bias=None is bias=False" for n in (17, 30)},
+    **{f"methods.add.xǁADDǁ_rows__mutmut_{n}": "ones_like of the bool twin mask without dtype=bool: the same bool mask"
+       for n in (4, 6)},
+    **{f"methods.add.xǁADDǁdense_losses__mutmut_{n}": "logits/embedding of the selected rows: dense_pseudo_labels "
+       "reads only the maps and the head" for n in (25, 26, 36, 37)},
     "methods.pagkd.x__anchored_infonce__mutmut_8": "the similarity matrix is square",
     **{f"methods.pagkd.x_group_position_embedding__mutmut_{n}": "defaults every caller passes explicitly"
        for n in (1, 2)},
