@@ -827,7 +827,8 @@ def test_missing_teacher_features_or_heads_are_named():
             d.losses(s2, t2, batch)
 
 
-def test_released_terms_match_the_code_end_to_end():
+@pytest.mark.parametrize("original", [True, False])
+def test_released_terms_match_the_code_end_to_end(original):
     """Every term of pagkd-released on hand-made maps against the references above: den (both
     directions, every class), add on the twin rows (one image pair each), pro (the code's set
     loss on the one-layer attention prototypes with identity codes) and set_cls; non-default
@@ -836,7 +837,8 @@ def test_released_terms_match_the_code_end_to_end():
     groups = ([0, 1], [2, 3, 4], [5, 6])
     s, t, batch = hand_outputs(y, seed=21)
     batch.twin = torch.tensor([True, False, True, False, False, False, True])
-    d = tiny_pagkd("pagkd-released", seed=21, temperature=0.5, similarity_divisor=10.0, confuse_value=0.3)
+    d = tiny_pagkd("pagkd-released", seed=21, temperature=0.5, similarity_divisor=10.0, confuse_value=0.3,
+                   original_indexing=original)
     got = d.losses(s, t, batch)
     assert set(got) == {"ce", "pro", "set_cls", "den", "add"}
     w_tok = ref_tokens(s.features[-1], d.student_embed.weight.detach()[:, :, 0, 0])
@@ -845,8 +847,8 @@ def test_released_terms_match_the_code_end_to_end():
     n_lab = torch.tensor(ref_cam_labels(t.features[-1], t.classifier.weight, y))
     den = 0.0
     for rows in groups:
-        den += ref_pairwise_group_loss(n_tok[rows], w_tok[rows], n_lab[rows], w_lab[rows], 0.3, True)
-        den += ref_pairwise_group_loss(w_tok[rows], n_tok[rows], w_lab[rows], n_lab[rows], 0.3, True)
+        den += ref_pairwise_group_loss(n_tok[rows], w_tok[rows], n_lab[rows], w_lab[rows], 0.3, original)
+        den += ref_pairwise_group_loss(w_tok[rows], n_tok[rows], w_lab[rows], n_lab[rows], 0.3, original)
     assert got["den"].item() == pytest.approx(den, rel=1e-4)
     twins = [0, 2, 6]
     add = sum(ref_pairwise_group_loss(n_tok[[i]], w_tok[[i]], n_lab[[i]], w_lab[[i]], 0.3, True) for i in twins)
