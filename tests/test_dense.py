@@ -60,7 +60,8 @@ def test_cam_rejects_mismatched_head() -> None:
 _OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
-def _par_reference(image: torch.Tensor, cam: torch.Tensor, num_iter: int, dilations, pos_w: float) -> torch.Tensor:
+def _par_reference(image: torch.Tensor, cam: torch.Tensor, num_iter: int, dilations, pos_w: float,
+                   scale: float = 0.3) -> torch.Tensor:
     """AFA's PAR written pixel by pixel (one image, image already on the CAM grid)."""
     c, h, w = image.shape
 
@@ -72,7 +73,7 @@ def _par_reference(image: torch.Tensor, cam: torch.Tensor, num_iter: int, dilati
     dists = [d * math.hypot(dy, dx) for d in dilations for dy, dx in _OFFSETS]
     mean_d = sum(dists) / len(dists)
     std_d = math.sqrt(sum((v - mean_d) ** 2 for v in dists) / (len(dists) - 1))
-    pos = [-((v / (std_d + 1e-8) / 0.3) ** 2) for v in dists]
+    pos = [-((v / (std_d + 1e-8) / scale) ** 2) for v in dists]
     pos_soft = [math.exp(p) / sum(math.exp(q) for q in pos) for p in pos]
     aff = {}
     for y in range(h):
@@ -84,7 +85,7 @@ def _par_reference(image: torch.Tensor, cam: torch.Tensor, num_iter: int, dilati
                 mu = sum(vals) / len(vals)
                 sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
                 for n, v in enumerate(vals):
-                    kappa[n] += -((abs(float(image[ch, y, x]) - v) / (sd + 1e-8) / 0.3) ** 2) / c
+                    kappa[n] += -((abs(float(image[ch, y, x]) - v) / (sd + 1e-8) / scale) ** 2) / c
             z = sum(math.exp(k) for k in kappa)
             aff[y, x] = [math.exp(k) / z + pos_w * p for k, p in zip(kappa, pos_soft, strict=True)]
     m = cam.clone().double()
@@ -253,3 +254,78 @@ def test_output_stride_4_cnn_keeps_the_third_stage_resolution() -> None:
     # Same parameters as kdbench_cnn4: only the last stage's stride differs.
     plain = create_backbone("kdbench_cnn4", 2)
     assert [p.shape for p in net.parameters()] == [p.shape for p in plain.parameters()]
+
+
+# -- edge cases against direct computations ----------------------------------------------
+def test_cam_of_a_strictly_positive_map_spans_zero_to_one() -> None:
+    feats = torch.tensor([[[[1.0, 2.0], [3.0, 5.0]]]])  # (1, 1, 2, 2), min 1 > 0 after the ReLU
+    cam = class_activation_map(feats, torch.tensor([[2.0]]), torch.tensor([0]))
+    torch.testing.assert_close(cam[0], torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
+
+
+def test_bad_inputs_of_par_and_relation_masks_raise() -> None:
+    image, cam = torch.rand(2, 3, 4, 4), torch.rand(2, 4, 4)
+    with pytest.raises(ValueError, match="batch size"):
+        pixel_adaptive_refinement(image[:1], cam)
+    with pytest.raises(ValueError, match="dilations"):
+        pixel_adaptive_refinement(image, cam, dilations=(1, 0))
+    with pytest.raises(ValueError, match="flat"):
+        relation_mask(torch.tensor([0, 1]), torch.tensor([[0, 1]]))
+    one = pixel_adaptive_refinement(image, cam[:, None], num_iter=2)  # (B, 1, h, w) keeps its channel axis
+    assert one.shape == (2, 1, 4, 4)
+    torch.testing.assert_close(one[:, 0], pixel_adaptive_refinement(image, cam, num_iter=2))
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0])
+def test_par_position_term_at_a_visible_weight(scale: float) -> None:
+    # at rgb_scale 0.3 the position softmax sits on the nearest neighbours; at 3.0 every neighbour counts
+    g = torch.Generator().manual_seed(4)
+    image, cam = torch.rand(1, 3, 4, 4, generator=g), torch.rand(1, 4, 4, generator=g)
+    out = pixel_adaptive_refinement(image, cam, num_iter=2, dilations=(1, 2), position_weight=1.0, rgb_scale=scale)
+    ref = _par_reference(image[0], cam[0], 2, (1, 2), 1.0, scale)
+    torch.testing.assert_close(out[0], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_chunked_attention_with_grad_keeps_the_logit_scale_and_a_missing_mask() -> None:
+    q, k, v = _qkv()
+    weight = torch.rand(2, 5, 6, generator=torch.Generator().manual_seed(1))
+    qs = q.clone().requires_grad_()
+    ref = torch.softmax(q @ k.transpose(1, 2) * weight, dim=-1) @ v
+    torch.testing.assert_close(masked_attention(qs, k, v, None, scale=1.0, logit_scale=weight, chunk_size=1), ref)
+    plain = torch.softmax(q @ k.transpose(1, 2) / 2.0, dim=-1) @ v
+    torch.testing.assert_close(masked_attention(qs, k, v, None, chunk_size=2), plain)
+
+
+@pytest.mark.parametrize(
+    ("q_shape", "k_shape", "limit", "chunk", "rows"),
+    [
+        ((2, 5, 4), (2, 6, 4), 59, None, [4, 1]),  # 60 logits > 59: 59 // (2 x 6) = 4 rows a chunk
+        ((2, 5, 4), (1, 6, 4), 59, None, [4, 1]),  # batch from the broadcast of q and k
+        ((1, 5, 4), (2, 6, 4), 59, None, [4, 1]),
+        ((2, 5, 4), (2, 6, 4), 60, None, [5]),  # not above the limit: one block
+        ((2, 5, 4), (2, 6, 4), 11, None, [1, 1, 1, 1, 1]),  # at least one row
+        ((2, 5, 4), (2, 6, 4), 11, 3, [3, 2]),  # an explicit chunk size wins
+        ((5, 4), (6, 4), 29, None, [4, 1]),  # unbatched: 30 logits
+        ((1, 5, 4), (1, 1, 4), 4, None, [4, 1]),  # one key: 4 // 1
+    ],
+)
+def test_automatic_chunking_plan(monkeypatch: pytest.MonkeyPatch, q_shape, k_shape, limit, chunk, rows) -> None:
+    """Above _AUTO_CHUNK_ELEMENTS logits the query rows go in chunks of limit // (batch x Lk)
+    (at least 1); the values equal one softmax over all keys."""
+    from methods import _dense
+
+    g = torch.Generator().manual_seed(5)
+    q, k = torch.randn(*q_shape, generator=g), torch.randn(*k_shape, generator=g)
+    v = torch.randn(*k_shape[:-1], 3, generator=g)
+    seen: list[int] = []
+    attend = _dense._attend
+
+    def counting(q_rows, *args, **kwargs):
+        seen.append(q_rows.shape[-2])
+        return attend(q_rows, *args, **kwargs)
+
+    monkeypatch.setattr(_dense, "_AUTO_CHUNK_ELEMENTS", limit)
+    monkeypatch.setattr(_dense, "_attend", counting)
+    out = masked_attention(q, k, v, None, scale=1.0, chunk_size=chunk)
+    assert seen == rows
+    torch.testing.assert_close(out, torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v)

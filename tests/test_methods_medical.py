@@ -12,6 +12,7 @@ from torch import nn
 
 from benchmark.models.backbones import create_backbone
 from methods import Batch, DistillerContext, create
+from methods.base import ModelSpec, Outputs
 from methods.crckd import (
     ClassIndex,
     ContrastBank,
@@ -205,6 +206,7 @@ def test_crckd_schedule_ema_and_gradients(nets: tuple[nn.Module, nn.Module]) -> 
     d.bind(student, None)
     assert d.start_epoch(8) == 2  # 20 of 80 epochs, scaled
     assert not set(map(id, d.ema.parameters())) & set(map(id, d.student_parameters()))
+    assert not any(p.requires_grad for p in d.ema.parameters())  # a frozen copy
 
     early = make_batch(epoch=1, epochs=8)
     terms = d.losses(student(early.student_x), None, early)
@@ -251,6 +253,194 @@ def test_crckd_nbi_uses_teacher_bank_and_grads_the_student(nets: tuple[nn.Module
     assert set(torch.nonzero(changed_s).flatten().tolist()) == set(batch.index.tolist())
     sum(terms.values()).backward()
     assert any(grads(student))
+
+
+# ------------------------------------------------------------------------------ CRCKD against direct computations
+def test_nce_loss_eps_and_per_row_sums() -> None:
+    # Two anchors: the K negatives are summed per row, then rows averaged (not summed over the batch).
+    scores = torch.tensor([[0.5, 1.5, 0.5, 0.25], [1.0, 0.5, 0.5, 1.5]])
+    def row(p: list[float], n: list[float]) -> float:
+        return sum(math.log(v / (v + 0.5)) for v in p) / len(p) + sum(math.log(0.5 / (v + 0.5)) for v in n)
+    expected = -(row([0.5, 1.5], [0.5, 0.25]) + row([1.0, 0.5], [0.5, 1.5])) / 2
+    assert float(nce_loss(scores, num_pos=2, bank_size=4)) == pytest.approx(expected, abs=1e-5)
+    # The 1e-7 of the released ContrastLoss: with noise m Pn = 1e-7 it is a third of each denominator.
+    tiny = torch.tensor([[1e-7, 1e-7]], dtype=torch.float64)
+    assert float(nce_loss(tiny, num_pos=1, bank_size=10_000_000)) == pytest.approx(2 * math.log(3.0), rel=1e-6)
+
+
+def test_sigmoid_rampup_over_less_than_one_epoch() -> None:
+    assert sigmoid_rampup(0.25, 0.5) == pytest.approx(math.exp(-1.25))
+    assert sigmoid_rampup(0, 0.75) == pytest.approx(math.exp(-5))
+
+
+def test_random_rot_flip_draws_the_eight_dihedral_views_uniformly() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(800, 1, 3, 3)
+    y = random_rot_flip(x)
+    counts = dict.fromkeys(((f, k) for f in (0, 1) for k in range(4)), 0)
+    for a, b in zip(x, y, strict=True):
+        hits = [(f, k) for f, k in counts if torch.equal(torch.rot90(a.flip(-2) if f else a, k, dims=(-2, -1)), b)]
+        assert len(hits) == 1  # a random 3x3 image has no symmetry: exactly one view matches
+        counts[hits[0]] += 1
+    # flip with probability 1/2, then k quarter turns, k uniform in 0..3: 100 expected each
+    assert all(70 <= c <= 130 for c in counts.values()), counts
+    with pytest.raises(ValueError, match="square"):
+        random_rot_flip(torch.rand(2, 1, 3, 4))
+
+
+def test_contrast_bank_init_range_and_normaliser() -> None:
+    torch.manual_seed(0)
+    bank = ContrastBank(size=500, dim=12, momentum=0.5)
+    # uniform in [-1/sqrt(d/3), 1/sqrt(d/3)] = [-0.5, 0.5], as the released ContrastMemory
+    assert float(bank.memory.min()) >= -0.5 and float(bank.memory.max()) <= 0.5
+    assert float(bank.memory.min()) < -0.49 and float(bank.memory.max()) > 0.49
+    assert len(bank) == 500
+    # Z = mean raw score x bank size (3 entries, not the width 2), set once even when below 1
+    bank = ContrastBank(size=3, dim=2, momentum=0.5)
+    bank.memory.copy_(torch.tensor([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0]]))
+    out = bank.scores(torch.tensor([[1.0, 0.0]]), torch.tensor([[0, 0]]), temperature=0.5)
+    z = math.exp(-2.0) * 3  # raw exp(-1 / 0.5) twice
+    assert float(bank.z) == pytest.approx(z) and out[0].tolist() == pytest.approx([math.exp(-2.0) / z] * 2)
+    again = bank.scores(torch.tensor([[0.0, 1.0]]), torch.tensor([[0, 1]]), temperature=0.5)
+    assert float(bank.z) == pytest.approx(z) and again[0].tolist() == pytest.approx([1 / z, math.exp(-2.0) / z])
+
+
+def test_class_index_and_centroids_with_an_absent_class() -> None:
+    labels = torch.tensor([0, 1, 0, 1, 1])  # class 2 of 3 has no image
+    index = ClassIndex(labels, 3, num_pos=20, num_neg=20)
+    assert index.num_pos == 2 and index.num_neg == 2  # capped by the classes present only
+    bank = ContrastBank(size=5, dim=2, momentum=0.5)
+    bank.memory.copy_(torch.tensor([[1.0, -1.0], [0.5, 0.5], [3.0, 1.0], [1.5, -0.5], [1.0, 0.0]]))
+    c = bank.centroids(index, 3)
+    assert c[0].tolist() == [2.0, 0.5] and c[1].tolist() == pytest.approx([1.0, 0.5 / 3]) and c[2].tolist() == [0, 0]
+
+
+def _toy_spec(width: int, classes: int = 2) -> ModelSpec:
+    return ModelSpec("toy", classes, width, (width,), ((1, 1),))
+
+
+def _crckd_ctx(student_labels: list[int], teacher_labels: list[int], s_width: int = 3, t_width: int | None = 5,
+               epochs: int = 8) -> DistillerContext:
+    return DistillerContext(
+        student=_toy_spec(s_width), teacher=_toy_spec(t_width) if t_width else None, num_classes=2,
+        regime="unpaired", num_student_train=len(student_labels), num_teacher_train=len(teacher_labels),
+        student_labels=torch.tensor(student_labels), teacher_labels=torch.tensor(teacher_labels),
+        num_epochs=epochs, steps_per_epoch=1, batch_size=2,
+    )  # fmt: skip
+
+
+def _toy_outputs(g: torch.Generator, width: int, rows: int = 2) -> Outputs:
+    emb = torch.randn(rows, width, generator=g)
+    return Outputs(logits=torch.randn(rows, 2, generator=g), embedding=emb, features=[emb[:, :, None, None]])
+
+
+def test_crckd_nbi_terms_match_a_direct_computation() -> None:
+    """Every term of crckd-nbi in float64 from the paper's definitions. Pools of 3 + 3 images
+    with P = 3 and K = 3: every draw covers the whole pool, so the NCE value (mean over
+    positives, sum over negatives, Z from the mean score) does not depend on the draw."""
+    torch.manual_seed(0)
+    s_labels, t_labels = [0, 1, 0, 1, 0, 1], [0, 0, 0, 1, 1, 1]  # the two pools ordered differently
+    d = create("crckd-nbi", _crckd_ctx(s_labels, t_labels), feat_dim=4)
+    assert d.embed_s.linear.weight.shape == (4, 3) and d.embed_t.linear.weight.shape == (4, 5)
+    assert d.index_t is not d.index_s and d.index_t.labels.tolist() == t_labels
+    d.eval()  # banks are read, not updated
+    g = torch.Generator().manual_seed(1)
+    s, t = _toy_outputs(g, 3), _toy_outputs(g, 5)
+    batch = Batch(student_x=torch.rand(2, 3, 4, 4), teacher_x=None, y=torch.tensor([0, 1]),
+                  twin=torch.zeros(2, dtype=torch.bool), index=torch.tensor([0, 3]),
+                  teacher_index=torch.tensor([1, 4]), epoch=2, num_epochs=8)  # fmt: skip
+    bank_s, bank_t = d.bank_s.memory.double().clone(), d.bank_t.memory.double().clone()
+    terms = d.losses(s, t, batch)
+    assert set(terms) == {"ce", "ccd", "consistency", "crp"}  # epoch 2 = 25% of 8: the late terms start
+
+    def embed(head: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        z = x.double() @ head.weight.detach().double().t() + head.bias.detach().double()
+        return z / z.norm(dim=1, keepdim=True)
+
+    tau = 0.07
+    f_s, f_t = embed(d.embed_s.linear, s.embedding), embed(d.embed_t.linear, t.embedding)
+
+    def nce(anchors: torch.Tensor, bank: torch.Tensor, pool: list[int], classes: list[int]) -> float:
+        raw = []
+        for f, c in zip(anchors, classes, strict=True):
+            pos = [j for j, lab in enumerate(pool) if lab == c]
+            neg = [j for j, lab in enumerate(pool) if lab != c]
+            raw.append(torch.exp(bank[pos + neg] @ f / tau))
+        raw = torch.stack(raw)
+        x = raw / (raw.mean() * len(pool))
+        noise = 3 / len(pool)
+        loss = torch.log(x[:, :3] / (x[:, :3] + noise)).mean(1) + torch.log(noise / (x[:, 3:] + noise)).sum(1)
+        return float(-loss.mean())
+
+    ccd = nce(f_s, bank_t, t_labels, [0, 1]) + nce(f_t, bank_s, s_labels, [0, 1])
+    assert terms["ccd"].item() == pytest.approx(ccd, rel=1e-4)
+
+    def centroids(bank: torch.Tensor, pool: list[int]) -> torch.Tensor:
+        rows = [bank[[j for j, lab in enumerate(pool) if lab == c]].clamp_min(0).mean(0) for c in (0, 1)]
+        c = torch.stack(rows)
+        return c / c.norm(dim=1, keepdim=True)
+
+    p_t = torch.softmax(f_t @ centroids(bank_t, t_labels).t() / tau, 1)
+    log_q = torch.log_softmax(f_s @ centroids(bank_s, s_labels).t() / tau, 1)
+    crp = float((p_t * (p_t.log() - log_q)).sum(1).mean())
+    assert terms["crp"].item() == pytest.approx(crp, rel=1e-4, abs=1e-6)
+
+    ramp = math.exp(-5 * (1 - 2 / 3) ** 2)  # ramp-up over 37.5% of 8 = 3 epochs, epoch 2
+    p = torch.softmax(t.logits.double(), 1)
+    kl = float((p * (p.log() - torch.log_softmax(s.logits.double(), 1))).sum(1).mean())
+    assert terms["consistency"].item() == pytest.approx(ramp * kl, rel=1e-5)
+    ce = float(torch.nn.functional.cross_entropy(s.logits.double(), batch.y))  # balanced pool: equal weights
+    assert terms["ce"].item() == pytest.approx(ce, rel=1e-6)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_crckd_cross_entropy_class_weights(weighted: bool) -> None:
+    d = create("crckd-nbi", _crckd_ctx([0, 0, 0, 1], [0, 1, 0, 1]), feat_dim=4, weighted_ce=weighted)
+    d.eval()
+    g = torch.Generator().manual_seed(2)
+    s, t = _toy_outputs(g, 3), _toy_outputs(g, 5)
+    batch = Batch(student_x=torch.rand(2, 3, 4, 4), teacher_x=None, y=torch.tensor([0, 1]),
+                  twin=torch.zeros(2, dtype=torch.bool), index=torch.tensor([0, 3]),
+                  teacher_index=torch.tensor([0, 1]), epoch=0, num_epochs=8)  # fmt: skip
+    logp = torch.log_softmax(s.logits.double(), 1)
+    w = [4 / 3, 4.0] if weighted else [1.0, 1.0]  # N / n_c
+    expected = -(w[0] * logp[0, 0] + w[1] * logp[1, 1]) / (w[0] + w[1])
+    assert d.losses(s, t, batch)["ce"].item() == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_crckd_embeddings_are_unit_rows_and_widths_follow_the_networks() -> None:
+    from methods.crckd import Embed
+
+    torch.manual_seed(0)
+    z = Embed(3, 4)(torch.randn(5, 3))
+    assert z.norm(dim=1).tolist() == pytest.approx([1.0] * 5)
+    # crckd's teacher is the EMA of the student: its head takes the student's width even if a teacher is given
+    d = create("crckd", _crckd_ctx([0, 1, 0, 1], [0, 1, 0, 1], t_width=5), feat_dim=4)
+    assert d.embed_t.linear.weight.shape == (4, 3) and d.index_t is d.index_s
+    assert [tuple(p.shape) for p in d.student_parameters()] == [tuple(p.shape) for p in d.parameters()]
+
+
+def test_crckd_draws_one_sample_for_both_directions_and_crckd_nbi_one_per_pool() -> None:
+    """The released code shares one draw of contrast indices between the two directions
+    when both banks index the same pool; crckd-nbi draws from each pool with its own anchors."""
+    torch.manual_seed(0)
+    shared = create("crckd", _crckd_ctx([0, 1, 0, 1], [0, 1, 0, 1], t_width=None), feat_dim=4)
+    nbi = create("crckd-nbi", _crckd_ctx([0, 1, 0, 1], [0, 0, 1, 1]), feat_dim=4)
+    for d in (shared, nbi):
+        d.eval()
+        calls: list[tuple[str, list[int]]] = []
+        pools = {id(d.index_s): ("s", d.index_s), id(d.index_t): ("t", d.index_t)}  # one entry if shared
+        for name, index in pools.values():
+            def record(anchors: torch.Tensor, _name: str = name, _sample=index.sample, _calls=calls) -> torch.Tensor:
+                _calls.append((_name, anchors.tolist()))
+                return _sample(anchors)
+            index.sample = record
+        f = torch.nn.functional.normalize(torch.randn(2, 4), dim=1)
+        d.ccd_and_crp(f, f, torch.tensor([0, 1]), torch.tensor([2, 3]))
+        if d is shared:
+            assert len(calls) == 1
+        else:
+            assert sorted(calls) == [("s", [0, 1]), ("t", [2, 3])]
 
 
 # ------------------------------------------------------------------------------ SSD-KD pieces
@@ -527,3 +717,123 @@ def test_ssd_gram_distances_head_and_rkd_terms_match_direct_computations() -> No
     s, t = torch.randn(5, 3, generator=g), torch.randn(5, 4, generator=g)
     assert rkd_distance(s, t).item() == pytest.approx(rkd_distance_loss(s, t).item(), rel=1e-5)
     assert rkd_angle(s, t).item() == pytest.approx(rkd_angle_loss(s, t).item(), rel=1e-5)
+
+
+class _LinearViews(nn.Module):
+    """A fixed random linear map of the flattened image: every rotated view gets its own embedding."""
+
+    def __init__(self, pixels: int, width: int) -> None:
+        super().__init__()
+        self.register_buffer("proj", torch.randn(pixels, width, generator=torch.Generator().manual_seed(4)))
+
+    def forward(self, x: torch.Tensor) -> Outputs:
+        emb = x.flatten(1) @ self.proj
+        return Outputs(logits=emb[:, :2], embedding=emb, features=[emb[:, :, None, None]])
+
+
+@pytest.mark.parametrize(("epochs", "lr_factors"), [(4, (1.0, 1.0, 0.1, 0.01)), (2, (1.0, 0.1))])
+def test_ssd_kd_prepare_trains_the_teacher_head_as_released(epochs: int, lr_factors: tuple[float, ...]) -> None:
+    """Stage A against a float64 re-run: SGD (lr ss_lr, momentum 0.9, weight decay 1e-3) on
+    the cross-entropy of rotated-to-original cosines, batches in a random order each epoch,
+    lr x 0.1 after 50% and 75% of the epochs (at least after the first)."""
+    torch.manual_seed(0)
+    teacher = _LinearViews(3 * 4 * 4, 8)
+    d = create("ssd-kd", _crckd_ctx([0, 1, 0, 1], [0, 1, 0, 1], s_width=8, t_width=8), ss_epochs=epochs, ss_lr=0.5)
+    d.bind(teacher, teacher)
+    g = torch.Generator().manual_seed(5)
+    batches = []
+    for n in (3, 2):  # two batches of different sizes: the epoch means weight them by rows
+        x = torch.rand(n, 3, 4, 4, generator=g)
+        batches.append(Batch(student_x=x, teacher_x=x, y=torch.arange(n) % 2, twin=torch.ones(n, dtype=torch.bool),
+                             index=torch.arange(n), teacher_index=torch.arange(n)))  # fmt: skip
+    embs = [teacher(rotation_batch(b.teacher_x)).embedding.double() for b in batches]
+    torch.manual_seed(7)
+    orders = [torch.randperm(2).tolist() for _ in range(epochs)]
+    params = [p.detach().double().clone().requires_grad_(True) for p in d.proj_t.parameters()]
+    w1, b1, w2, b2 = params
+    momentum: list[torch.Tensor | None] = [None] * 4
+    history = []
+    for epoch in range(epochs):
+        total, correct, rows = 0.0, 0, 0
+        for k in orders[epoch]:
+            emb, n = embs[k], embs[k].shape[0] // 4
+            target = torch.arange(n).repeat_interleave(3)
+            z = torch.relu(emb @ w1.t() + b1) @ w2.t() + b2
+            z = z / z.norm(dim=1, keepdim=True)
+            sim = z[[4 * i + r for i in range(n) for r in (1, 2, 3)]] @ z[0::4].t()
+            loss = torch.nn.functional.cross_entropy(sim, target)
+            total += loss.item() * len(target)
+            correct += int((sim.argmax(1) == target).sum())
+            rows += len(target)
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                for i, (p, grad) in enumerate(zip(params, grads, strict=True)):
+                    step = grad + 1e-3 * p
+                    momentum[i] = step if momentum[i] is None else 0.9 * momentum[i] + step
+                    p.sub_(0.5 * lr_factors[epoch] * momentum[i])
+        history.append((total / rows, correct / rows))
+    assert history[0][0] > history[-1][0] + 0.02  # the head learns
+    torch.manual_seed(7)
+    d.prepare(batches)
+    for got, want in zip(d.proj_t.parameters(), params, strict=True):
+        torch.testing.assert_close(got.double(), want.detach(), rtol=1e-4, atol=1e-5)
+    assert [(h["loss"], h["accuracy"]) for h in d.ss_history] == [pytest.approx(h, rel=1e-4) for h in history]
+    assert d.prepared and not d.proj_t.training
+
+
+class _FixedViews(nn.Module):
+    """A teacher whose outputs on the rotation batch are given row by row."""
+
+    def __init__(self, out: Outputs) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, x: torch.Tensor) -> Outputs:
+        assert x.shape[0] == self.out.logits.shape[0]
+        return self.out
+
+
+def test_ssd_kd_terms_when_the_teacher_ranks_every_view_wrong() -> None:
+    """tf and ss keep no row (ratios 0, every rotated view misranked by the teacher): both are
+    0 and still part of the graph; ce is class-weighted; rkd = 25 distance + 50 angle (the
+    generic RKD losses); the regressor maps to the teacher's last map."""
+    from methods.rkd import rkd_angle_loss, rkd_distance_loss
+
+    torch.manual_seed(0)
+    student_spec = ModelSpec("toy", 2, 3, (3,), ((2, 2),))
+    teacher_spec = ModelSpec("toy", 2, 5, (4, 4, 5), ((4, 4), (2, 2), (1, 1)))
+    ctx = DistillerContext(
+        student=student_spec, teacher=teacher_spec, num_classes=2, regime="paired", num_student_train=4,
+        num_teacher_train=4, student_labels=torch.tensor([0, 0, 0, 1]), teacher_labels=torch.tensor([0, 0, 0, 1]),
+        num_epochs=1, steps_per_epoch=1, batch_size=2,
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    e1, e2 = torch.eye(5)[0], torch.eye(5)[1]
+    # image 0: original e1, rotations e2 (closest to image 1's original); image 1 the other way round
+    emb = torch.stack([e1, e2, e2, e2, e2, e1, e1, e1]) + 0.1 * torch.rand(8, 5, generator=g)
+    logits = torch.tensor([[-5.0, 5.0]] * 4 + [[5.0, -5.0]] * 4)  # image 0 is class 0, image 1 class 1
+    t4 = Outputs(logits=logits, embedding=emb, features=[torch.randn(8, 5, 1, 1, generator=g)])
+    d = create("ssd-kd", ctx, ss_epochs=1, tf_ratio=0.0, ss_ratio=0.0)
+    teacher = _FixedViews(t4)
+    d.bind(teacher, teacher)
+    x = torch.rand(2, 3, 4, 4, generator=g)
+    batch = Batch(student_x=x, teacher_x=x, y=torch.tensor([0, 1]), twin=torch.ones(2, dtype=torch.bool),
+                  index=torch.arange(2), teacher_index=torch.arange(2))  # fmt: skip
+    d.prepare([batch])
+    with torch.no_grad():  # teacher head = identity: its similarities are those of the embeddings
+        for layer in (d.proj_t[0], d.proj_t[2]):
+            layer.weight.copy_(torch.eye(5))
+            layer.bias.zero_()
+    s = Outputs(logits=torch.randn(8, 2, generator=g).requires_grad_(), embedding=torch.randn(8, 3, generator=g),
+                features=[torch.randn(8, 3, 2, 2, generator=g)])  # fmt: skip
+    terms = d.losses(s, None, batch)  # no harness output: all four views come from the teacher
+    assert terms["tf"].item() == 0.0 and terms["ss"].item() == 0.0
+    (grad,) = torch.autograd.grad(terms["tf"], s.logits)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    logp = torch.log_softmax(s.logits.detach().double(), 1)
+    w0, w1 = 4 / 3, 4.0  # N / n_c of the student pool
+    assert terms["ce"].item() == pytest.approx(float(-(w0 * logp[0, 0] + w1 * logp[4, 1]) / (w0 + w1)), rel=1e-6)
+    rkd = 25 * rkd_distance_loss(s.embedding, emb) + 50 * rkd_angle_loss(s.embedding, emb)
+    assert terms["rkd"].item() == pytest.approx(rkd.item(), rel=1e-4)
+    assert d.regressor(s.features[-1]).shape == (8, 5, 1, 1)
+    assert create("ssd-kd", ctx, weighted_ce=False).class_weight.tolist() == [1.0, 1.0]  # plain cross-entropy

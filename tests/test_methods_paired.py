@@ -15,7 +15,7 @@ from torch import Tensor, nn
 import methods
 from methods import _dense
 from methods.base import Batch, DistillerContext, ModelSpec, Outputs
-from methods.polypsalign import contrastive_hinge
+from methods.polypsalign import FeatureDiscriminator, contrastive_hinge, head_logits
 
 PAIRED_METHODS = ("add", "cpc-trans", "cpc-trans-shared", "polypsalign", "samd")
 
@@ -387,6 +387,7 @@ def test_polypsalign_adversary_and_student_pull_in_opposite_directions() -> None
     def fooling() -> float:
         return d.losses(s, t, b)["adv"].item()
 
+    assert set(d.adversary_losses(s.detach(), t, b)) == {"real", "fake"}
     before_adv, before_fool = adversary(), fooling()
     optimiser.zero_grad()
     sum(d.adversary_losses(s.detach(), t, b).values()).backward()
@@ -421,14 +422,106 @@ def test_polypsalign_gradients_reach_student_and_adapter_not_teacher() -> None:
 def test_polypsalign_hinge_uses_teacher_head_on_student_features() -> None:
     d, student, _, b, t = _polyps_case(t_ch=4)
     assert isinstance(d.adapter, nn.Identity)
+    assert not any(p.requires_grad for p in d._bound["raw_student"].parameters())  # a frozen copy
+    with torch.no_grad():  # the student has trained away from its frozen initial copy
+        student.conv.weight.add_(0.3 * torch.randn_like(student.conv.weight))
     s = student(b.student_x)
     raw = d._bound["raw_student"](b.student_x)
     x = torch.nn.functional.linear(s.features[-1].mean(dim=(2, 3)), t.classifier.weight, t.classifier.bias)
     neg = torch.nn.functional.linear(raw.features[-1].mean(dim=(2, 3)), t.classifier.weight, t.classifier.bias)
     expected = contrastive_hinge(x, t.logits, neg, 0.85)
+    assert abs((expected - contrastive_hinge(x, t.logits, None, 0.85)).item()) > 1e-3  # the negative shows
     torch.testing.assert_close(d.losses(s, t, b)["contrast"], expected)
     assert methods.get("polypsalign").regimes == frozenset({"paired", "unpaired", "all"})
 
+
+
+def _kl_mean_ref(target_logits: Tensor, x_logits: Tensor) -> float:
+    """mean over rows and classes of p (log p - log q), p = softmax(target), q = softmax(x), float64."""
+    p = torch.softmax(target_logits.double(), -1)
+    return (p * (p.log() - torch.log_softmax(x_logits.double(), -1))).mean().item()
+
+
+def _bilinear_ref(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize with half-pixel centres (align_corners=False), written out in float64."""
+
+    def weights(n_in: int, n_out: int) -> Tensor:
+        m = torch.zeros(n_out, n_in, dtype=torch.float64)
+        for i in range(n_out):
+            src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+            i0 = min(math.floor(src), n_in - 1)
+            i1, lam = min(i0 + 1, n_in - 1), src - i0
+            m[i, i0] += 1 - lam
+            m[i, i1] += lam
+        return m
+
+    return torch.einsum("hi,bcij,wj->bchw", weights(x.shape[-2], size[0]), x.double(), weights(x.shape[-1], size[1]))
+
+
+@pytest.mark.parametrize(("channels", "widths"), [(8, (4, 2)), (2, (1, 1))])
+def test_polypsalign_discriminator_layers_match_the_code(channels: int, widths: tuple[int, int]) -> None:
+    """conv3x3/2 (C -> C/2) - ReLU - conv3x3/2 (C/2 -> C/4) - ReLU - FC 512 - FC 2, N(0, 1e-3) FC weights."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    disc = FeatureDiscriminator(channels, (14, 10))  # 14 x 10 -> 7 x 5 -> 4 x 3
+    assert disc.conv1.weight.shape == (widths[0], channels, 3, 3)
+    assert disc.conv2.weight.shape == (widths[1], widths[0], 3, 3)
+    assert disc.fc1.weight.shape == (512, widths[1] * 4 * 3) and disc.fc2.weight.shape == (2, 512)
+    assert 0.9e-3 < disc.fc1.weight.std().item() < 1.1e-3 and 0.8e-3 < disc.fc2.weight.std().item() < 1.2e-3
+    x = torch.randn(2, channels, 14, 10)
+    h = F.relu(F.conv2d(x, disc.conv1.weight, disc.conv1.bias, stride=2, padding=1))
+    h = F.relu(F.conv2d(h, disc.conv2.weight, disc.conv2.bias, stride=2, padding=1))
+    expected = F.linear(F.linear(h.flatten(1), disc.fc1.weight, disc.fc1.bias), disc.fc2.weight, disc.fc2.bias)
+    torch.testing.assert_close(disc(x), expected)
+
+
+def test_polypsalign_head_without_bias_and_adapter_resize() -> None:
+    g = torch.Generator().manual_seed(0)
+    head = nn.Linear(3, 2, bias=False)
+    f = torch.randn(2, 3, 2, 2, generator=g)
+    torch.testing.assert_close(head_logits(f, head), f.mean(dim=(2, 3)) @ head.weight.detach().t())
+    # student 4 x 2 x 2 -> teacher 8 x 4 x 3: a 1x1 conv without bias, then a bilinear resize
+    d = methods.create("polypsalign", context(4, 8, s_size=(2, 2), t_size=(4, 3)))
+    x = torch.randn(2, 4, 2, 2, generator=g)
+    mapped = torch.einsum("oc,bchw->bohw", d.adapter.weight.detach()[:, :, 0, 0].double(), x.double())
+    torch.testing.assert_close(d.adapt(x).double(), _bilinear_ref(mapped, (4, 3)), rtol=1e-5, atol=1e-6)
+
+
+def test_polypsalign_options_negative_margin_and_pseudo_pairs() -> None:
+    torch.manual_seed(0)
+    student, teacher = TinyNet(4), TinyNet(4)
+    b = batch(4, y=torch.tensor([0, 1, 0, 1]), twin=torch.tensor([True, False, True, False]))
+    with torch.no_grad():
+        t = teacher(b.teacher_x)
+    plain = methods.create("polypsalign", context(4, 4), negative="none", margin=0.3)
+    plain.bind(student, teacher)
+    assert "raw_student" not in plain._bound
+    twins_only = methods.create("polypsalign", context(4, 4), pseudo_pairs=False)
+    twins_only.bind(student, teacher)
+    with torch.no_grad():  # the student has trained away from its frozen initial copy
+        student.conv.weight.add_(0.3 * torch.randn_like(student.conv.weight))
+        neg = head_logits(twins_only._bound["raw_student"](b.student_x).features[-1], t.classifier)
+    s = student(b.student_x)
+    x = head_logits(s.features[-1], t.classifier)
+    # every row (pseudo-pairs by default), no negative, margin 0.3
+    assert plain.losses(s, t, b)["contrast"].item() == pytest.approx(max(0.0, _kl_mean_ref(t.logits, x) + 0.3))
+    rows = b.twin
+    gap = _kl_mean_ref(t.logits[rows], x[rows]) - _kl_mean_ref(neg[rows], x[rows])
+    assert twins_only.losses(s, t, b)["contrast"].item() == pytest.approx(max(0.0, gap + 0.85), rel=1e-5)
+    no_twins = batch(4, y=torch.tensor([0, 1, 0, 1]), twin=torch.zeros(4, dtype=torch.bool))
+    assert "contrast" not in twins_only.losses(s, t, no_twins)
+
+
+def test_polypsalign_discriminator_optimiser_settings() -> None:
+    d = methods.create("polypsalign", context(4, 8))
+    opt = d.adversary_optimizer(d.adversary_parameters(), lr=1e-4)
+    group = opt.param_groups[0]
+    assert isinstance(opt, torch.optim.Adam) and len(group["params"]) == len(d.adversary_parameters())
+    assert (group["lr"], group["betas"], group["weight_decay"]) == (1e-4, (0.9, 0.999), 1e-8)
+    other = methods.create("polypsalign", context(4, 8), disc_lr=3e-4, disc_weight_decay=0.0)
+    group = other.adversary_optimizer(other.adversary_parameters(), lr=1e-4).param_groups[0]
+    assert (group["lr"], group["weight_decay"]) == (3e-4, 0.0)
 
 # -- SAMD ---------------------------------------------------------------------------------------
 def test_samd_matches_cams_on_twins() -> None:
@@ -506,3 +599,47 @@ def test_paired_methods_end_to_end_smoke(tmp_path) -> None:
         assert 0.0 <= record["metrics"]["auc"] <= 1.0
         unpaired = seen[(name, "unpaired")]
         assert unpaired["status"] == ("ok" if name == "polypsalign" else "unsupported"), unpaired.get("error")
+
+
+def test_add_dense_terms_match_a_direct_computation() -> None:
+    """ADD's two reconstruction terms in float64 from the paper's definitions: CAM labels with
+    the given thresholds (no refinement), pairs open iff both pixels carry the same confident
+    label, softmax(F q F k^T) without scaling, 1 - cos of the whole flattened maps."""
+    g = torch.Generator().manual_seed(8)
+    s = outputs(torch.randn(3, 4, 2, 3, generator=g), nn.Linear(4, 2))
+    t = outputs(torch.randn(3, 6, 2, 3, generator=g), nn.Linear(6, 2))
+    b = batch(3, y=torch.tensor([0, 1, 1]), epoch=5, num_epochs=10)
+    d = methods.create("add", context(4, 6, s_size=(2, 3), t_size=(2, 3)), embed_dim=5, low=0.2, high=0.6,
+                       par_iterations=0)
+    terms = d.losses(s, t, b)
+
+    def labels(out: Outputs) -> list[list[int]]:
+        rows = []
+        for i, c in enumerate(b.y.tolist()):
+            cam = (out.classifier.weight[c].detach().double() @ out.features[-1][i].flatten(1).double()).clamp_min(0)
+            cam = (cam - cam.min()) / (cam.max() - cam.min())
+            rows.append([0 if v < 0.2 else 1 if v > 0.6 else -1 for v in cam.tolist()])
+        return rows
+
+    def tokens(out: Outputs, conv: nn.Conv2d) -> Tensor:
+        weight = conv.weight.detach()[:, :, 0, 0].double()
+        return torch.einsum("oc,bcl->blo", weight, out.features[-1].flatten(2).double())
+
+    lab_w, lab_n = labels(s), labels(t)
+    f_w, f_n = tokens(s, d.student_embed), tokens(t, d.teacher_embed)
+
+    def term(fq: Tensor, fk: Tensor, lq: list[list[int]], lk: list[list[int]]) -> float:
+        total = 0.0
+        for i in range(3):
+            rec = torch.zeros_like(fq[i])
+            for a in range(fq.shape[1]):
+                keys = [j for j in range(fk.shape[1]) if lq[i][a] >= 0 and lq[i][a] == lk[i][j]]
+                if keys:
+                    w = torch.softmax(torch.stack([fq[i, a] @ fk[i, j] for j in keys]), 0)
+                    rec[a] = sum(wj * fk[i, j] for wj, j in zip(w, keys, strict=True))
+            total += 1 - float(rec.flatten() @ fq[i].flatten() / (rec.flatten().norm() * fq[i].flatten().norm()))
+        return total / 3
+
+    assert terms["add_nbi"].item() == pytest.approx(term(f_n, f_w, lab_n, lab_w), rel=1e-4)
+    assert terms["add_wli"].item() == pytest.approx(term(f_w, f_n, lab_w, lab_n), rel=1e-4)
+    assert {v for row in lab_w + lab_n for v in row} == {-1, 0, 1}  # every case of the relation occurs

@@ -825,3 +825,81 @@ def test_missing_teacher_features_or_heads_are_named():
         t2 = Outputs(logits=t.logits, embedding=t.embedding, features=t.features, classifier=t_head)
         with pytest.raises(RuntimeError, match="linear heads"):
             d.losses(s2, t2, batch)
+
+
+@pytest.mark.parametrize("original", [True, False])
+def test_released_terms_match_the_code_end_to_end(original):
+    """Every term of pagkd-released on hand-made maps against the references above: den (both
+    directions, every class), add on the twin rows (one image pair each), pro (the code's set
+    loss on the one-layer attention prototypes with identity codes) and set_cls; non-default
+    temperature, divisor and confuse value."""
+    y = torch.tensor([0, 0, 1, 1, 1, 2, 2])  # class 1 has 3 images: the other groups are padded
+    groups = ([0, 1], [2, 3, 4], [5, 6])
+    s, t, batch = hand_outputs(y, seed=21)
+    batch.twin = torch.tensor([True, False, True, False, False, False, True])
+    d = tiny_pagkd("pagkd-released", seed=21, temperature=0.5, similarity_divisor=10.0, confuse_value=0.3,
+                   original_indexing=original)
+    got = d.losses(s, t, batch)
+    assert set(got) == {"ce", "pro", "set_cls", "den", "add"}
+    w_tok = ref_tokens(s.features[-1], d.student_embed.weight.detach()[:, :, 0, 0])
+    n_tok = ref_tokens(t.features[-1], d.teacher_embed.weight.detach()[:, :, 0, 0])
+    w_lab = torch.tensor(ref_cam_labels(s.features[-1], s.classifier.weight, y))
+    n_lab = torch.tensor(ref_cam_labels(t.features[-1], t.classifier.weight, y))
+    den = 0.0
+    for rows in groups:
+        den += ref_pairwise_group_loss(n_tok[rows], w_tok[rows], n_lab[rows], w_lab[rows], 0.3, original)
+        den += ref_pairwise_group_loss(w_tok[rows], n_tok[rows], w_lab[rows], n_lab[rows], 0.3, original)
+    assert got["den"].item() == pytest.approx(den, rel=1e-4)
+    twins = [0, 2, 6]
+    add = sum(ref_pairwise_group_loss(n_tok[[i]], w_tok[[i]], n_lab[[i]], w_lab[[i]], 0.3, True) for i in twins)
+    add += sum(ref_pairwise_group_loss(w_tok[[i]], n_tok[[i]], w_lab[[i]], n_lab[[i]], 0.3, True) for i in twins)
+    assert got["add"].item() == pytest.approx(add / 3, rel=1e-4)
+    # prototypes: 12 queries attend (one multi-head layer) to the group's tokens plus a per-image scalar code
+    att = d.qformer.attention
+    codes = [[math.sin(0.1 * (j + 0.1)) for j in range(2)]]
+    for seed, size in ((42, 3), (57, 2)):
+        torch.manual_seed(seed)
+        codes.append(torch.rand(size).tolist())
+    queries = d.qformer.queries.detach().double()
+
+    def prototypes(tok: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for k, rows in enumerate(groups):
+            memory = torch.cat([tok[r] + codes[k][j] for j, r in enumerate(rows)])
+            out.append(ref_multi_head(queries, memory, att.in_proj_weight.detach().double(),
+                                      att.in_proj_bias.detach().double(), att.out_proj.weight.detach().double(),
+                                      att.out_proj.bias.detach().double(), heads=2))
+        return out
+
+    sets = [p for pair in zip(prototypes(w_tok), prototypes(n_tok), strict=True) for p in pair]  # W0 N0 W1 ...
+    unit = [F.normalize(x, dim=0) for x in sets]
+    pro = 0.0
+    for k in range(3):
+        sims = {c: float((unit[2 * k] * unit[c]).sum() / 10.0 / 0.5) for c in range(6) if c != 2 * k}
+        pro -= sims[2 * k + 1] - math.log(1 + sum(math.exp(v) for v in sims.values()))
+    assert got["pro"].item() == pytest.approx(pro, rel=1e-4)
+    head = d.qformer.set_classifier
+    logits = torch.stack([x.mean(0) for x in sets]) @ head.weight.detach().double().T + head.bias.detach().double()
+    set_cls = F.cross_entropy(logits, torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert got["set_cls"].item() == pytest.approx(set_cls.item(), rel=1e-4)
+
+
+def test_released_options_warmup_and_missing_inputs():
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    s, t, batch = hand_outputs(y, seed=22)
+    for bad in ({"temperature": 0.0}, {"similarity_divisor": 0.0}):
+        with pytest.raises(ValueError, match="positive"):
+            tiny_pagkd("pagkd-released", **bad)
+    assert tiny_pagkd("pagkd-released", similarity_divisor=0.5, warmup_epochs=3).warmup == 3
+    d = tiny_pagkd("pagkd-released", seed=22, warmup_epochs=1)
+    batch.epoch = 1  # the first epoch after the warm-up distils
+    assert {"den", "pro"} <= set(d.losses(s, t, batch))
+    batch.twin = torch.tensor([True, False, False, False, False, False])
+    assert "add" not in tiny_pagkd("pagkd-released", seed=22, warmup_epochs=1, paired_add=False).losses(s, t, batch)
+    for s2, t2 in ((s, None), (s, Outputs(t.logits, t.embedding, [], t.classifier)),
+                   (Outputs(s.logits, s.embedding, s.features, None), t)):
+        with pytest.raises(RuntimeError, match="linear heads"):
+            d.losses(s2, t2, batch)
+    # the student's 1x1 embedding starts as ResNet's convolutions: N(0, 2 / fan_out), fan_out = 128 outputs
+    wide = tiny_pagkd("pagkd-released", width=128, heads=16)
+    assert wide.student_embed.weight.std().item() == pytest.approx(math.sqrt(2 / 128), rel=0.1)
