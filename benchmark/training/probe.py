@@ -33,6 +33,7 @@ from ..analysis.metrics import auc_score, classification_metrics
 from ..models.backbones import create_backbone
 from ..settings.config import RunConfig, stable_hash
 from ..settings.profiles import Profile
+from .provenance import dataset_fingerprint
 from .runfile import read_run, run_path, write_json_atomic
 
 C_GRID = tuple(float(c) for c in np.logspace(-4, 2, 13))
@@ -201,8 +202,6 @@ def write_probe_rows(session: Any, bundles: dict[str, DatasetBundle], configs: l
         bundle = session.fold(bundles[cfg.dataset], cfg)
         profile = cfg.profile
         for modality, backbone in probe_jobs(bundle, profile):
-            from .teacher import dataset_fingerprint
-
             key = stable_hash({"probe": PROBE_VERSION, "dataset": dataset_fingerprint(bundle), "modality": modality,
                                "backbone": backbone, "pretrained": profile.pretrained, "C": C_GRID,
                                "image_size": profile.image_size, "normalize": profile.normalize})

@@ -12,6 +12,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from datasets.base import DatasetBundle
+
+from ..settings.config import stable_hash
+
 PACKAGES = (
     "torch", "torchvision", "timm", "accelerate", "numpy", "pandas", "scikit-learn", "scipy",
     "tabulate", "pillow", "matplotlib", "scikit-posthocs", "kdbench",
@@ -84,3 +88,14 @@ def provenance() -> dict[str, Any]:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
+
+
+def dataset_fingerprint(bundle: DatasetBundle) -> str:
+    """Hash of what identifies a dataset's contents and splits (its id, classes, the
+    files or generator parameters behind it, and split sizes)."""
+    return stable_hash({
+        "dataset_id": bundle.dataset_id,
+        "classes": bundle.classes,
+        "provenance": bundle.provenance,
+        "sizes": bundle.splits.sizes(),
+    })

@@ -32,6 +32,7 @@ from ..settings.config import SUITE_VERSION, hashed_profile, stable_hash
 from ..settings.profiles import Profile
 from .inputs import ImageStore
 from .probe import fit_head_to_probe
+from .provenance import dataset_fingerprint
 from .runfile import write_json_atomic
 from .setup import training_setup
 from .train import fit, predict, seed_everything
@@ -53,15 +54,6 @@ class TeacherResult:
     train_s: float
     cached: bool
     record: dict[str, Any]
-
-
-def dataset_fingerprint(bundle: DatasetBundle) -> str:
-    return stable_hash({
-        "dataset_id": bundle.dataset_id,
-        "classes": bundle.classes,
-        "provenance": bundle.provenance,
-        "sizes": bundle.splits.sizes(),
-    })
 
 
 def teacher_key(bundle: DatasetBundle, modality: str, profile: Profile, seed: int) -> str:
