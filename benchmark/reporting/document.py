@@ -15,7 +15,7 @@ from .tables import Table
 
 N_BOOT = DEFAULT_RESAMPLES
 """Resamples of the lesion-level BCa bootstrap behind the tables' AUC intervals."""
-N_BOOT_GAP = 2000
+N_BOOT_GAP = 10_000
 """Resamples of the gap-closed interval (lesions and seeds; the slowest interval of the report)."""
 CI_BOOT = "BCa lesion bootstrap"
 CI_DELONG = "lesion-clustered DeLong"
