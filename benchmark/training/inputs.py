@@ -14,7 +14,6 @@ and a mild brightness jitter. Normalisation: ``none`` scales pixels to [0, 1];
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import numpy as np
 import torch
@@ -83,7 +82,7 @@ class ImageStore:
         n, c, h, w = self.images.shape
         if self._turn_maps is None:
             self._turn_maps = turn_maps(h, w, self.device)
-        code = (draws[:, 0] < 0.5).long() + 2 * (draws[:, 1] < 0.5).long() + 4 * (draws[:, 2] < 0.5).long()
+        code = flip_turn_code(draws)
         rows = self.images.view(n, c, h * w).index_select(0, idx)
         where = self._turn_maps.index_select(0, code)[:, None, :].expand(len(idx), c, h * w)
         return torch.gather(rows, 2, where).view(len(idx), c, h, w)
@@ -113,17 +112,13 @@ class TrunkStore:
         self._features: Tensor | None = None
         self._filled = torch.zeros(self.VARIANTS, len(images.images), dtype=torch.bool, device=self.device)
 
-    @staticmethod
-    def variant(draws: Tensor) -> Tensor:
-        """The flip/turn pattern of each row's draws, ``hflip + 2 * vflip + 4 * turn``."""
-        return (draws[:, 0] < 0.5).long() + 2 * (draws[:, 1] < 0.5).long() + 4 * (draws[:, 2] < 0.5).long()
-
     def pixels(self, table_index: np.ndarray | Tensor, draws: Tensor | None) -> Tensor:
         """The normalised images behind :meth:`batch` (flipped and turned, no brightness)."""
-        idx = torch.as_tensor(np.asarray(table_index), dtype=torch.long, device=self.device)
-        raw = self.images.images.index_select(0, idx) if draws is None else self.images.flipped_and_turned(idx, draws)
-        x = normalize_batch(raw.float().div_(255.0), self.normalize)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        if draws is None:
+            return self.images.batch(table_index, self.normalize, augment=False)
+        unit_gain = draws.clone()
+        unit_gain[:, 3] = 0.5  # brightness gain exactly 1
+        return self.images.batch(table_index, self.normalize, augment=True, draws=unit_gain)
 
     @torch.no_grad()
     def _fill(self, idx: Tensor, variant: Tensor, batch_size: int = 128) -> None:
@@ -157,14 +152,16 @@ class TrunkStore:
         idx = torch.as_tensor(np.asarray(table_index), dtype=torch.long, device=self.device)
         if augment and draws is None:
             draws = augment_draws(len(idx), generator, self.device)
-        variant = self.variant(draws) if augment else torch.zeros(len(idx), dtype=torch.long, device=self.device)
+        variant = flip_turn_code(draws) if augment else torch.zeros(len(idx), dtype=torch.long, device=self.device)
         self._fill(idx, variant)
         assert self._features is not None
         x = self._features[variant, idx]
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def describe(self) -> dict[str, Any]:
-        return {"variants": self.VARIANTS, "cached": int(self._filled.sum())}
+
+def flip_turn_code(draws: Tensor) -> Tensor:
+    """The flip/turn pattern of each row's draws, ``hflip + 2 * vflip + 4 * turn`` (0-7)."""
+    return (draws[:, 0] < 0.5).long() + 2 * (draws[:, 1] < 0.5).long() + 4 * (draws[:, 2] < 0.5).long()
 
 
 def variant_draws_table(device: torch.device | str = "cpu") -> Tensor:

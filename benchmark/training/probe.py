@@ -126,6 +126,17 @@ def _as_linear_head(model: Any, scaler: Any, num_classes: int, dim: int) -> tupl
     return weight, bias
 
 
+def initial_head(model: Any, store: Any, data: Any, profile: Profile, seed: int) -> dict[str, Any] | None:
+    """Set ``model``'s head as the profile's ``head_init`` says: ``""`` keeps it (``None``
+    returned), ``probe`` fits it by :func:`fit_head_to_probe` (what it did is returned,
+    for the run file; the starting network is then a selection candidate too)."""
+    if profile.head_init == "probe":
+        return fit_head_to_probe(model, store, data, profile, seed)
+    if profile.head_init:
+        raise ValueError(f"unknown head_init {profile.head_init!r}; use '' or 'probe'")
+    return None
+
+
 def fit_head_to_probe(model: Any, store: Any, data: Any, profile: Profile, seed: int) -> dict[str, Any]:
     """LP-FT's first stage (Kumar et al., ICLR 2022): replace ``model``'s linear head by
     the logistic regression (C chosen on the run's validation split, as the probe rows

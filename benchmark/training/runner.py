@@ -33,7 +33,7 @@ from ..settings.config import RunConfig
 from ..settings.profiles import Profile
 from . import tracking
 from .inputs import ImageStore
-from .probe import fit_head_to_probe
+from .probe import initial_head
 from .provenance import provenance
 from .runfile import SCHEMA_VERSION, run_path
 from .setup import training_setup
@@ -282,17 +282,16 @@ class Session:
             )
             distiller = methods.create(cfg.method, ctx, **cfg.method_options)
             weights = {**cls.default_weights, **cfg.weights}
-            if profile.head_init == "probe":
-                record["head_init"] = fit_head_to_probe(student, student_store, data, profile, cfg.seed)
-            elif profile.head_init:
-                raise ValueError(f"unknown head_init {profile.head_init!r}; use '' or 'probe'")
+            head_init = initial_head(student, student_store, data, profile, cfg.seed)
+            if head_init is not None:
+                record["head_init"] = head_init
             tracking.start_run(acc, self.out, bundle.dataset_id, cfg.regime, cfg.method, cfg.seed,
                                {**cfg.as_dict(), "config_hash": record["config_hash"]})
             result = fit(
                 student=student, distiller=distiller, teacher=teacher, data=data, profile=profile,
                 epochs=plan.epochs, lr=profile.lr, weights=weights, seed=cfg.seed, accelerator=acc,
                 progress=self.progress, description=f"{bundle.dataset_id}/{cfg.regime}/{cfg.method}/seed{cfg.seed}",
-                val_every=plan.val_every, validate_at_start=profile.head_init == "probe",
+                val_every=plan.val_every, validate_at_start=head_init is not None,
             )
             eval_started = time.perf_counter()
             test = bundle.splits.test_student

@@ -31,7 +31,7 @@ from ..models.backbones import Backbone, create_backbone
 from ..settings.config import SUITE_VERSION, hashed_profile, stable_hash
 from ..settings.profiles import Profile
 from .inputs import ImageStore
-from .probe import fit_head_to_probe
+from .probe import initial_head
 from .provenance import dataset_fingerprint
 from .runfile import write_json_atomic
 from .setup import training_setup
@@ -114,7 +114,7 @@ def get_teacher(
         started = time.perf_counter()
         data, ctx, plan = training_setup(bundle, Regime.SAME, profile, store, method=Baseline,
                                    student=model.spec(profile.image_size), modality=modality)
-        head_init = fit_head_to_probe(model, store, data, profile, seed) if profile.head_init == "probe" else None
+        head_init = initial_head(model, store, data, profile, seed)
         result = fit(
             student=model, distiller=Baseline(ctx), teacher=None, data=data, profile=profile,
             epochs=plan.epochs, lr=profile.teacher_lr, weights=dict(Baseline.default_weights),
