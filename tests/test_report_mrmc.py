@@ -143,6 +143,7 @@ def test_oracle_is_a_reference_row_outside_comparisons(built: tuple[Path, str]) 
     order = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| NBI teacher")
              or line.startswith("| WLI oracle") or line.startswith("| baseline")][:3]
     assert order == ["NBI teacher (upper bound)", "WLI oracle (5 x WLI training lesions)", "baseline"]
+    assert "dotted: WLI oracle (5 x WLI training lesions)" in text  # the AUC figure draws its line
     summary = _csv(root, "auc_summary")
     assert any(r["row"].startswith("WLI oracle") for r in summary)
     assert all(r["regime"] != "oracle" for r in _csv(root, "twin_vs_baseline") + _csv(root, "twin_vs_best"))
@@ -213,3 +214,18 @@ def test_null_simulation_rates_are_quoted(built: tuple[Path, str]) -> None:
     rates = null_rates().rates
     assert f"is {rates['or_delong']:.3f} for the primary test" in text
     assert 0.03 <= rates["or_delong"] <= 0.07 < rates["delong_seed_averaged"]
+
+
+def test_auc_figure_draws_the_teacher_and_oracle_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.analysis import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, stem: drawn.append(fig) or [])
+    bars = [figures.AucBar("D_p", "kd", 0.7, 0.65, 0.75)]
+    figures.auc_bars("t", bars, tmp_path / "a", 0.9, "teacher", oracle_auc=0.8, oracle_label="WLI oracle")
+    figures.auc_bars("t", bars, tmp_path / "b", 0.9, "teacher")
+    with_oracle, without = ([(line.get_ydata()[0], line.get_linestyle(), line.get_label())
+                             for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")]
+                            for fig in drawn)  # labelled lines: the reference lines, not the CI whiskers
+    assert (0.8, ":", "WLI oracle 0.800") in with_oracle and (0.9, "--", "teacher 0.900") in with_oracle
+    assert [y for y, _, _ in without] == [0.9]
