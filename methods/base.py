@@ -75,8 +75,9 @@ class Batch:
         num_epochs: epochs of the run, so methods can scale warm-ups.
         step: zero-based optimisation step of the run.
         student_image, teacher_image: the images behind ``student_x``/``teacher_x``
-            when those are not images (the outputs of a frozen, cached trunk); ``None``
-            otherwise. Read them through :attr:`student_pixels`/:attr:`teacher_pixels`.
+            when those are not images (the outputs of a frozen, cached trunk), or a
+            function that makes them on first read (most methods never read them);
+            ``None`` otherwise. Read them through :attr:`student_pixels`/:attr:`teacher_pixels`.
     """
 
     student_x: Tensor
@@ -88,8 +89,8 @@ class Batch:
     epoch: int = 0
     num_epochs: int = 1
     step: int = 0
-    student_image: Tensor | None = None
-    teacher_image: Tensor | None = None
+    student_image: Tensor | Callable[[], Tensor] | None = None
+    teacher_image: Tensor | Callable[[], Tensor] | None = None
 
     @property
     def size(self) -> int:
@@ -98,11 +99,15 @@ class Batch:
     @property
     def student_pixels(self) -> Tensor:
         """The student-side images (for refinements on pixels), whatever the network input is."""
+        if callable(self.student_image):
+            self.student_image = self.student_image()
         return self.student_x if self.student_image is None else self.student_image
 
     @property
     def teacher_pixels(self) -> Tensor | None:
         """The teacher-side images, whatever the network input is."""
+        if callable(self.teacher_image):
+            self.teacher_image = self.teacher_image()
         return self.teacher_x if self.teacher_image is None else self.teacher_image
 
 

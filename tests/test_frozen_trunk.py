@@ -236,3 +236,32 @@ def test_one_standard_error_rule_keeps_the_earliest_checkpoint_within_one_se_of_
     assert epoch == -1  # the starting network is within one SE: it is kept
     epoch, _, _, _ = one_standard_error_choice(cands([1.1, 1.2, 0.0]), y)
     assert epoch == 1  # nothing earlier is within one SE: the best
+
+
+def test_batches_on_a_trunk_carry_the_pixels_of_their_own_draws_made_on_first_read() -> None:
+    from benchmark.settings.profiles import get_profile
+    from benchmark.training.inputs import augment_draws
+    from benchmark.training.train import TrainData, build_batch
+    from datasets.sampling import BatchPlan
+
+    rng = np.random.default_rng(0)
+    images = ImageStore(rng.integers(0, 256, (6, 6, 6, 3), dtype=np.uint8), torch.device("cpu"))
+    student = TrunkStore(images, _CountingTrunk(), "imagenet")
+    teacher = TrunkStore(images, _CountingTrunk(), "imagenet")  # another trunk, as a teacher's
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    data = TrainData(store=student, student_pool=np.array([0, 1, 2]), teacher_pool=np.array([3, 4, 5]),
+                     twin_position=np.array([0, 1, 2]), student_labels=labels[:3], teacher_labels=labels[3:],
+                     val_index=np.array([0]), val_labels=labels[:1], num_classes=2, class_names=["a", "b"],
+                     teacher_store=teacher)
+    profile = get_profile("smoke").replace(normalize="imagenet")
+    plan = BatchPlan(student=np.array([2, 0]), teacher=np.array([1, 2]), twin=np.array([False, False]))
+    batch = build_batch(plan, data, profile, torch.Generator().manual_seed(5), epoch=0, num_epochs=1, step=0,
+                        augment=True)
+    g = torch.Generator().manual_seed(5)  # the same draws, in the same order: student side, then teacher side
+    s_draws, t_draws = augment_draws(2, g, "cpu"), augment_draws(2, g, "cpu")
+    assert callable(batch.student_image) and callable(batch.teacher_image)  # not made unless read
+    torch.testing.assert_close(batch.student_x, student.batch(np.array([2, 0]), "imagenet", True, draws=s_draws))
+    torch.testing.assert_close(batch.teacher_x, teacher.batch(np.array([4, 5]), "imagenet", True, draws=t_draws))
+    torch.testing.assert_close(batch.student_pixels, student.pixels(np.array([2, 0]), s_draws))
+    torch.testing.assert_close(batch.teacher_pixels, teacher.pixels(np.array([4, 5]), t_draws))
+    assert batch.student_pixels.shape[1] == 3 and batch.student_x.shape[1] == 4  # images, not trunk outputs

@@ -11,6 +11,7 @@ before each validation (:func:`recalibrate_batchnorm`).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import random
@@ -169,11 +170,11 @@ def build_batch(
     else:
         t_draws = augment_draws(len(t_index), generator, device) if augment else None
         teacher_x = t_store.batch(t_index, profile.normalize, augment, draws=t_draws)
-    pixels = {}
+    pixels = {}  # made only if a method reads them (Batch.student_pixels)
     if isinstance(data.store, TrunkStore):
-        pixels["student_image"] = data.store.pixels(s_index, s_draws)
+        pixels["student_image"] = functools.partial(data.store.pixels, s_index, s_draws)
     if isinstance(t_store, TrunkStore):
-        pixels["teacher_image"] = t_store.pixels(t_index, t_draws)
+        pixels["teacher_image"] = functools.partial(t_store.pixels, t_index, t_draws)
     return Batch(
         student_x=student_x,
         teacher_x=teacher_x,
