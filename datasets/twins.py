@@ -151,7 +151,7 @@ TWINS: dict[str, TwinSpec] = {
             class_fractions=(0.25, 0.6, 0.15),
             texture=(HYPERPLASTIC, ADENOMA, CARCINOMA),
             cue=(-1.1, 0.0, 1.1),
-            wli_leak=0.6,
+            wli_leak=0.7,
         ),
         TwinSpec(
             name="polypset",
