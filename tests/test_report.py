@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import zlib
 from pathlib import Path
@@ -147,6 +148,12 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         recs.append(_record("clinic", False, "teacher" if m.startswith("teacher") else "unpaired", m, 0, 3, s))
     for rec in recs:
         write_json_atomic(run_path(out, rec["dataset"], rec["regime"], rec["method"], rec["seed"]), rec)
+    # what an earlier build left (a section whose runs are gone) and a file of the user's
+    (out / "report" / "tables").mkdir(parents=True)
+    (out / "report" / "figures").mkdir(parents=True)
+    for stale in ("tables/old_section.csv", "figures/old_figure.png", "tables/my_notes.txt"):
+        (out / "report" / stale).write_text("old")
+        os.utime(out / "report" / stale, (1e9, 1e9))
     path = build_report(out, n_boot=200)
     return path, path.read_text()
 
@@ -157,6 +164,14 @@ def _row(text: str, *starts: str) -> str:
         if len(cells) >= len(starts) and all(c.strip("*") == s for c, s in zip(cells, starts, strict=False)):
             return line
     raise AssertionError(f"no row starting with {starts}")
+
+
+def test_stale_tables_and_figures_of_an_earlier_build_are_removed(report: tuple[Path, str]) -> None:
+    folder = report[0].parent / "report"
+    assert not (folder / "tables" / "old_section.csv").exists()
+    assert not (folder / "figures" / "old_figure.png").exists()
+    assert (folder / "tables" / "my_notes.txt").exists()  # not a kind the report writes: kept
+    assert (folder / "tables" / "datasets.csv").exists()  # what this build wrote stays
 
 
 def test_report_written_with_tables_and_figures(report: tuple[Path, str]) -> None:

@@ -78,3 +78,17 @@ def test_undeclared_variants_get_no_ablation_section(tmp_path: Path) -> None:
     other = next(line for line in text.splitlines() if line.startswith("| strongest non-"))
     assert "(toy," in other  # an undeclared method competes as any other
     assert [c.method for c in doc.r.dataset_cells("synth")] == ["baseline", "kd", "toy", "toy-lite"]
+
+
+def test_declared_variants_without_runs_are_named_with_the_command_that_runs_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = methods.Ablations(title="Toy", modules=("Head",), by_modules={(False,): "baseline", (True,): "toy"},
+                              components={"toy-lite": ("half-width head", "toy"), "toy-wide": ("wide", "toy")})
+    monkeypatch.setitem(registry._ABLATIONS, "toy", study)
+    _write_runs(tmp_path)
+    text, _ = _sections(tmp_path)
+    assert "Not run in this grid (—): toy-wide; `--methods toy-wide` runs them." in text
+    monkeypatch.setitem(registry._ABLATIONS, "toy", TOY)  # every declared variant ran: no such note
+    text, _ = _sections(tmp_path)
+    assert "Not run in this grid" not in text

@@ -23,6 +23,7 @@ Statistics (definitions in :mod:`benchmark.analysis`; what each answers in the r
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from .document import N_BOOT, Report
@@ -39,10 +40,34 @@ from .sections.ranking import friedman_section
 from .sections.reading import methods_section
 from .sections.summary import summary_section
 
+OWNED_SUFFIXES = frozenset({".csv", ".md", ".tex", ".png", ".svg"})
+"""Files of these kinds in ``report/tables`` and ``report/figures`` belong to the report."""
+
+
+STAMP_MARGIN_S = 2.0
+
+
+def remove_stale_outputs(out: Path, started: float) -> list[Path]:
+    """Delete the tables and figures an earlier build wrote and this one did not (a
+    section whose runs are gone must not leave its old table beside the new report).
+    Only files of :data:`OWNED_SUFFIXES` last written before ``started`` go."""
+    removed = []
+    for sub in ("tables", "figures"):
+        folder = out / "report" / sub
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.is_file() and path.suffix in OWNED_SUFFIXES and path.stat().st_mtime < started:
+                path.unlink()
+                removed.append(path)
+    return removed
+
 
 def build(doc: Report) -> Path:
     """Write every section, in order, and ``REPORT.md``; returns its path."""
     doc.out.mkdir(parents=True, exist_ok=True)
+    # the file system stamps with a coarse clock; a margin keeps this build's first files
+    started = time.time() - STAMP_MARGIN_S
     doc.emit(f"# {doc.title}", "")
     if any(doc.r.synthetic.values()):
         synth = ", ".join(d for d in doc.r.datasets if doc.r.synthetic.get(d))
@@ -65,6 +90,7 @@ def build(doc: Report) -> Path:
     deviations_section(doc)
     path = doc.out / "REPORT.md"
     path.write_text("\n".join(doc.md).rstrip() + "\n")
+    remove_stale_outputs(doc.out, started)
     return path
 
 

@@ -34,6 +34,15 @@ def _family_ran(doc: Report, method: str, study: Ablations) -> bool:
     return any(m != method for m in fam)
 
 
+def _not_run_note(study: Ablations, ran: list[str]) -> str:
+    """Names the declared variants with no run in the report, and how to run them."""
+    missing = sorted(set(study.variants()) - set(ran))
+    if not missing:
+        return ""
+    return (f"Not run in this grid (—): {', '.join(missing)}; "
+            f"`--methods {','.join(missing)}` runs them.")
+
+
 def ablation_section(doc: Report, method_name: str, study: Ablations, prefix: str) -> None:
     family = _family(method_name, study)
     fam = sorted({c.method for c in doc.r.cells.values() if c.ok and c.method in family})
@@ -73,7 +82,7 @@ def ablation_section(doc: Report, method_name: str, study: Ablations, prefix: st
             )
         table.notes.append(
             " ".join(filter(None, [study.modules_note, "Mean ± std over seeds. Columns marked [SYNTHETIC] are "
-                                                       "rendered twins."]))
+                                                       "rendered twins.", _not_run_note(study, fam)]))
         )
         doc.add_table(table)
     module_variants = set(study.by_modules.values())
