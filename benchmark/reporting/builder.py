@@ -23,7 +23,6 @@ Statistics (definitions in :mod:`benchmark.analysis`; what each answers in the r
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from .document import N_BOOT, Report
@@ -44,20 +43,16 @@ OWNED_SUFFIXES = frozenset({".csv", ".md", ".tex", ".png", ".svg"})
 """Files of these kinds in ``report/tables`` and ``report/figures`` belong to the report."""
 
 
-STAMP_MARGIN_S = 2.0
-
-
-def remove_stale_outputs(out: Path, started: float) -> list[Path]:
+def remove_stale_outputs(doc: Report) -> list[Path]:
     """Delete the tables and figures an earlier build wrote and this one did not (a
     section whose runs are gone must not leave its old table beside the new report).
-    Only files of :data:`OWNED_SUFFIXES` last written before ``started`` go."""
+    Only files of :data:`OWNED_SUFFIXES` go; ``doc.written`` is what this build wrote."""
     removed = []
-    for sub in ("tables", "figures"):
-        folder = out / "report" / sub
+    for folder in (doc.tables_dir, doc.fig_dir):
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
-            if path.is_file() and path.suffix in OWNED_SUFFIXES and path.stat().st_mtime < started:
+            if path.is_file() and path.suffix in OWNED_SUFFIXES and path not in doc.written:
                 path.unlink()
                 removed.append(path)
     return removed
@@ -66,8 +61,6 @@ def remove_stale_outputs(out: Path, started: float) -> list[Path]:
 def build(doc: Report) -> Path:
     """Write every section, in order, and ``REPORT.md``; returns its path."""
     doc.out.mkdir(parents=True, exist_ok=True)
-    # the file system stamps with a coarse clock; a margin keeps this build's first files
-    started = time.time() - STAMP_MARGIN_S
     doc.emit(f"# {doc.title}", "")
     if any(doc.r.synthetic.values()):
         synth = ", ".join(d for d in doc.r.datasets if doc.r.synthetic.get(d))
@@ -90,7 +83,7 @@ def build(doc: Report) -> Path:
     deviations_section(doc)
     path = doc.out / "REPORT.md"
     path.write_text("\n".join(doc.md).rstrip() + "\n")
-    remove_stale_outputs(doc.out, started)
+    remove_stale_outputs(doc)
     return path
 
 

@@ -37,6 +37,8 @@ class Report:
         self.md: list[str] = []
         self.tables: list[Table] = []
         self.figures: list[Path] = []
+        self.written: set[Path] = set()
+        """Every table and figure file this build wrote."""
         self.ci_cache: dict[tuple[str, str, str], tuple[float, float, str]] = {}
         self.vs_baseline: dict[str, list[Comparison]] = {}
 
@@ -46,7 +48,7 @@ class Report:
 
     def add_table(self, table: Table) -> None:
         self.tables.append(table)
-        table.write(self.tables_dir)
+        self.written.update(table.write(self.tables_dir))
         rel = f"report/tables/{table.name}"
         self.emit(f"**{table.title}**", "", table.markdown(), "")
         for n in table.notes:
@@ -55,6 +57,7 @@ class Report:
 
     def add_figure(self, paths: list[Path], caption: str) -> None:
         self.figures.extend(paths)
+        self.written.update(paths)
         png = paths[0].relative_to(self.out).as_posix()
         svg = paths[1].relative_to(self.out).as_posix()
         self.emit(f"![{caption}]({png})", "", f"*{caption}* ([SVG]({svg}))", "")
