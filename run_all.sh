@@ -77,9 +77,14 @@ fi
 #   ./run_all.sh --regimes main                 # paired, unpaired and mixed data
 #   ./run_all.sh --ablations                    # add the PaGKD ablations on piccolo
 ABLATIONS=0
+OWN_GRID=0   # the caller chose the data or seeds: no extra polypset seeds on top of them
 GRID_FLAGS=()
 for arg in "$@"; do
-  if [ "$arg" = "--ablations" ]; then ABLATIONS=1; else GRID_FLAGS+=("$arg"); fi
+  case "$arg" in
+    --ablations) ABLATIONS=1; continue ;;
+    --data|--data=*|--seeds|--seeds=*|--config|--config=*) OWN_GRID=1 ;;
+  esac
+  GRID_FLAGS+=("$arg")
 done
 SEEDS=0,1,2,3,4,5,6,7,8,9
 EXTRA_POLYPSET_SEEDS=10,11,12,13,14,15,16,17,18,19
@@ -93,8 +98,10 @@ WORKERS=${KDBENCH_WORKERS:-$(( CORES < 8 ? CORES : 8 ))}
 # cpu profile), and its baseline's seed-to-seed spread (2.9 AUC points over seeds 0-9, the
 # other twins 1.0-1.4) left its primary test at 4.5 points with 10 seeds (README,
 # "What the reference report shows"). Chosen from the variance components, for every method.
-.venv/bin/python -m benchmark --methods paper-table --data polypset \
-  --regimes all --seeds "$EXTRA_POLYPSET_SEEDS" --out results --workers "$WORKERS" ${GRID_FLAGS[@]+"${GRID_FLAGS[@]}"}
+if [ "$OWN_GRID" = 0 ]; then
+  .venv/bin/python -m benchmark --methods paper-table --data polypset \
+    --regimes all --seeds "$EXTRA_POLYPSET_SEEDS" --out results --workers "$WORKERS" ${GRID_FLAGS[@]+"${GRID_FLAGS[@]}"}
+fi
 if [ "$ABLATIONS" = 1 ]; then
   .venv/bin/python -m benchmark --methods pagkd-ablations --data piccolo \
     --regimes all --seeds "$SEEDS" --out results --workers "$WORKERS" ${GRID_FLAGS[@]+"${GRID_FLAGS[@]}"}
