@@ -147,6 +147,19 @@ def test_step_floor_stretches_small_sets_only():
     assert off.epochs == 2
 
 
+def test_teacher_floor_applies_to_teachers_only():
+    profile = get_profile("smoke").replace(batch_size=32, min_steps=0, teacher_min_steps=300, val_every=5)
+    assert schedule(profile, 40, 128).epochs == 40  # 4 steps an epoch; a student keeps its epochs
+    teacher = schedule(profile, 40, 128, teacher=True)
+    assert teacher.epochs == 75 and teacher.epochs * teacher.steps_per_epoch >= 300 and teacher.min_steps == 300
+    assert teacher.epochs // teacher.val_every == 75 // 5  # stretch 1: the profile's cadence
+    large = schedule(profile, 40, 32 * 10, teacher=True)  # 400 steps already
+    assert large.epochs == 40
+    # the student's floor applies to a teacher too, when it is the larger
+    both = schedule(profile.replace(min_steps=400), 40, 128, teacher=True)
+    assert both.epochs == 100 and both.min_steps == 400
+
+
 # ----------------------------------------------------------------------------- pooling
 
 

@@ -68,6 +68,8 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     o.add_argument("--teacher-cache", action="store_true", default=None)
     o.add_argument("--min-steps", type=int, help="floor on optimiser steps per training (epochs are raised "
                                                   "to reach it; 0: epochs only)")
+    o.add_argument("--teacher-min-steps", type=int, help="floor on the teacher's optimiser steps, when above "
+                                                          "--min-steps (0: --min-steps alone)")
     o.add_argument("--bn-recalibration", type=int, help="training images for batch-norm recalibration before each "
                                                          "validation (0: off)")
     o.add_argument("--frozen-stages", type=int, help="freeze the stem and this many stages of both networks and "

@@ -114,7 +114,7 @@ class RunConfig:
 
 
 HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"frozen_stages": 0, "head_init": "", "frozen_bn": False,
-                                         "selection": "best"}
+                                         "selection": "best", "teacher_min_steps": 0}
 """Profile fields added after run files existed, with the value that means "as before":
 at that value a field is left out of the hashes, so earlier run files and teacher caches
 keep their hashes (and a resumed grid does not redo them)."""
@@ -215,8 +215,8 @@ def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
     overrides = dict(m.get("profile_overrides") or {})
     for key in ("backbone", "teacher_backbone", "epochs", "teacher_epochs", "image_size", "batch_size",
                 "pretrained", "group_size", "lr", "teacher_lr", "data_scale", "precision", "teacher_cache", "normalize",
-                "bn_recalibration", "channels_last", "min_steps", "val_lesions", "test_lesions", "oracle_factor",
-                "val_every", "frozen_stages", "head_init", "frozen_bn", "selection"):
+                "bn_recalibration", "channels_last", "min_steps", "teacher_min_steps", "val_lesions", "test_lesions",
+                "oracle_factor", "val_every", "frozen_stages", "head_init", "frozen_bn", "selection"):
         if m.get(key) is not None:
             overrides[key] = m[key]
     g.profile_overrides = overrides

@@ -4,7 +4,8 @@ A schedule counted only in epochs starves small datasets: 50 training images in
 batches of 32 make 2 steps an epoch, 16 in 8 epochs. The profile's ``min_steps`` is a
 floor: a run trains for ``max(epochs, ceil(min_steps / steps_per_epoch))`` epochs, so
 a small training set still gets at least ``min_steps`` optimiser steps, while a large
-one keeps the profile's epochs. Validation (model selection) keeps the profile's
+one keeps the profile's epochs. A teacher can have a floor of its own
+(``teacher_min_steps``). Validation (model selection) keeps the profile's
 cadence in epochs of the profile, i.e. about ``epochs / val_every`` validations
 whatever the stretch. The steps actually taken are recorded in every run file
 (``timing.steps``).
@@ -34,11 +35,16 @@ def steps_per_epoch(num_train: int, batch_size: int) -> int:
     return max(1, full + (1 if rest >= 2 else 0))
 
 
-def schedule(profile: Profile, epochs: int, num_train: int) -> Schedule:
-    """The schedule of a network trained for ``epochs`` profile epochs on ``num_train`` rows."""
+def schedule(profile: Profile, epochs: int, num_train: int, *, teacher: bool = False) -> Schedule:
+    """The schedule of a network trained for ``epochs`` profile epochs on ``num_train`` rows.
+
+    A teacher (``teacher=True``) trains to at least ``max(min_steps, teacher_min_steps)``
+    steps, a student to at least ``min_steps``.
+    """
     per_epoch = steps_per_epoch(num_train, profile.batch_size)
-    needed = math.ceil(profile.min_steps / per_epoch) if profile.min_steps > 0 else 0
+    floor = max(profile.min_steps, profile.teacher_min_steps) if teacher else profile.min_steps
+    needed = math.ceil(floor / per_epoch) if floor > 0 else 0
     total = max(epochs, needed)
     stretch = max(1, total // max(1, epochs))
     return Schedule(epochs=total, val_every=max(1, profile.val_every) * stretch, steps_per_epoch=per_epoch,
-                    min_steps=profile.min_steps)
+                    min_steps=floor)

@@ -40,7 +40,7 @@ from .train import fit, predict, seed_everything
 TEACHER_FIELDS = (
     "teacher_backbone", "image_size", "teacher_epochs", "teacher_lr", "batch_size", "optimizer", "weight_decay",
     "momentum", "augment", "normalize", "pretrained", "precision", "channels_last", "val_every", "min_steps",
-    "frozen_stages", "head_init", "frozen_bn", "selection",
+    "teacher_min_steps", "frozen_stages", "head_init", "frozen_bn", "selection",
 )
 
 
