@@ -93,6 +93,10 @@ from .registry import register
 
 # The code's fill value for masked logits (finite, so a fully masked row averages uniformly).
 _CODE_MASK_FILL = -1e9
+# Above this many pair logits (n^2 Lq Lk) :func:`pairwise_group_loss` takes the direct form,
+# whose attention chunks (2**24 fp32 logits = 64 MiB per n^2-sized tensor).
+_FACTORED_LIMIT = 2**24
+_COS_EPS = 1e-8
 # Seeds of the per-image identity codes for the 2nd, 3rd, ... class present (code: [42, 57]).
 _IDENTITY_SEED0, _IDENTITY_SEED_STEP = 42, 15
 
@@ -164,7 +168,46 @@ def pairwise_group_loss(query: Tensor, key: Tensor, query_labels: Tensor, key_la
     broadcasting is reproduced: the relation is taken from (key image m, query image j) and
     the cosine target is query image j; otherwise relation (m, j) and target m. Mean over
     the n^2 pairs of 1 - cos.
+
+    Computed without forming the n^2 reconstructions ``rec = A K_j`` (``A`` the pair's
+    attention): ``<rec, T> = sum(A * T K_j^T)`` and ``|rec|^2 = sum(A * A K_j K_j^T)``, so
+    every n^2-sized tensor is ``(Lq, Lk)`` per pair instead of ``(Lq, c)``. Algebraically the
+    direct form (:func:`_pairwise_group_loss_direct`, used above ``_FACTORED_LIMIT`` logits,
+    where it chunks the attention); the two agree to float rounding in value and gradient (tested).
     """
+    n, lq, _ = query.shape
+    lk = key.shape[1]
+    if n * n * lq * lk > _FACTORED_LIMIT:
+        return _pairwise_group_loss_direct(query, key, query_labels, key_labels, confuse_value, original_indexing)
+    if original_indexing:  # pair (m, j): relation of (key image m, query image j)
+        lab_q, lab_k = query_labels.unsqueeze(0), key_labels.unsqueeze(1)
+    else:
+        lab_q, lab_k = query_labels.unsqueeze(1), key_labels.unsqueeze(0)
+    lab_q = lab_q.expand(n, n, lq).reshape(n * n, lq)
+    lab_k = lab_k.expand(n, n, lk).reshape(n * n, lk)
+    mask = relation_mask(lab_q, lab_k, ambiguous=0.0).clamp_min(_CODE_MASK_FILL).unflatten(0, (n, n))
+    weight = relation_weight(lab_q, lab_k, ambiguous=confuse_value).unflatten(0, (n, n))
+    scores = torch.einsum("mqc,jkc->mjqk", query, key)  # q_m k_j^T: (n, n, Lq, Lk)
+    attention = _at_least_float32((scores * weight.to(scores.dtype) + mask.to(scores.dtype)).softmax(dim=-1))
+    q, k = _at_least_float32(query), _at_least_float32(key)
+    if original_indexing:  # target q_j: T K_j^T = q_j k_j^T, the same for every m
+        target_keys = torch.einsum("jqc,jkc->jqk", q, k).unsqueeze(0)
+        target_sq = q.square().sum(dim=(1, 2)).unsqueeze(0)
+    else:  # target q_m: T K_j^T is the pair's own scores
+        target_keys = _at_least_float32(scores)
+        target_sq = q.square().sum(dim=(1, 2)).unsqueeze(1)
+    dot = (attention * target_keys).sum(dim=(2, 3))
+    key_gram = torch.einsum("jkc,jlc->jkl", k, k)
+    rec_sq = (torch.einsum("mjqk,jkl->mjql", attention, key_gram) * attention).sum(dim=(2, 3))
+    # F.cosine_similarity's rule: each norm clamped at eps = 1e-8 before dividing
+    cos = dot / (rec_sq.clamp_min(0.0).sqrt().clamp_min(_COS_EPS) * target_sq.sqrt().clamp_min(_COS_EPS))
+    return (1.0 - cos).mean()
+
+
+def _pairwise_group_loss_direct(query: Tensor, key: Tensor, query_labels: Tensor, key_labels: Tensor,
+                                confuse_value: float = 0.5, original_indexing: bool = True) -> Tensor:
+    """:func:`pairwise_group_loss` in the released code's form: the n^2 reconstructions by
+    masked attention, then ``1 - F.cosine_similarity`` of the flattened maps."""
     n = query.shape[0]
     m_idx = torch.arange(n, device=query.device).repeat_interleave(n)  # m of pair (m, j)
     j_idx = torch.arange(n, device=query.device).repeat(n)  # j of pair (m, j)
@@ -177,8 +220,14 @@ def pairwise_group_loss(query: Tensor, key: Tensor, query_labels: Tensor, key_la
     mask = relation_mask(lab_q, lab_k, ambiguous=0.0).clamp_min(_CODE_MASK_FILL)
     weight = relation_weight(lab_q, lab_k, ambiguous=confuse_value)
     rec = masked_attention(q, k, k, mask, scale=1.0, logit_scale=weight)
-    cos = F.cosine_similarity(rec.flatten(1).float(), target.flatten(1).float(), dim=1, eps=1e-8)
+    cos = F.cosine_similarity(_at_least_float32(rec.flatten(1)), _at_least_float32(target.flatten(1)), dim=1,
+                              eps=_COS_EPS)
     return (1.0 - cos).mean()
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32, or kept in float64 (the losses are computed at least in float32)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class ReleasedQFormer(nn.Module):

@@ -28,7 +28,9 @@ from methods.pagkd import (
     set_similarity,
     warmup_epochs,
 )
+import methods.pagkd_released as pagkd_released
 from methods.pagkd_released import (
+    _pairwise_group_loss_direct,
     identity_codes,
     pairwise_group_loss,
     released_contrastive_loss,
@@ -661,6 +663,31 @@ def test_released_pairwise_indexing():
     # another confuse value changes only the pairs with an ambiguous pixel
     got = pairwise_group_loss(q, k, lq, lk, confuse_value=0.2, original_indexing=True).item()
     assert got == pytest.approx(ref_pairwise_group_loss(q, k, lq, lk, 0.2, True), rel=1e-5)
+
+
+@pytest.mark.parametrize("original", [True, False])
+def test_released_pairwise_factored_form_equals_the_direct_form(original: bool, monkeypatch):
+    """The factored Den_set (no n^2 reconstructions) against the released form, value and gradients;
+    above the size limit the direct form runs."""
+    torch.manual_seed(5)
+    q = torch.randn(5, 9, 16, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(5, 9, 16, dtype=torch.float64, requires_grad=True)
+    lq, lk = torch.randint(-1, 2, (5, 9)), torch.randint(-1, 2, (5, 9))
+    lq[0] = 1  # a lesion image facing key images without lesion pixels: fully masked rows
+    lk[1:3] = 0
+    fast = pairwise_group_loss(q, k, lq, lk, 0.5, original)
+    direct = _pairwise_group_loss_direct(q, k, lq, lk, 0.5, original)
+    torch.testing.assert_close(fast, direct, rtol=1e-10, atol=1e-12)
+    for g_fast, g_direct in zip(torch.autograd.grad(fast, (q, k)), torch.autograd.grad(direct, (q, k)), strict=True):
+        torch.testing.assert_close(g_fast, g_direct, rtol=1e-8, atol=1e-10)
+    assert fast.item() == pytest.approx(ref_pairwise_group_loss(q.detach(), k.detach(), lq, lk, 0.5, original),
+                                        rel=1e-6)
+    calls = []
+    monkeypatch.setattr(pagkd_released, "_FACTORED_LIMIT", 5 * 5 * 9 * 9 - 1)
+    monkeypatch.setattr(pagkd_released, "_pairwise_group_loss_direct",
+                        lambda *a: calls.append(1) or _pairwise_group_loss_direct(*a))
+    big = pairwise_group_loss(q, k, lq, lk, 0.5, original)
+    assert calls == [1] and big.item() == pytest.approx(direct.item(), rel=1e-12)
 
 
 def test_released_identity_codes_use_a_local_generator():
