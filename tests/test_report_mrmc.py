@@ -16,7 +16,7 @@ from benchmark.analysis.bootstrap import gap_closed_ci
 from benchmark.analysis.clustered_auc import clustered_auc_ci
 from benchmark.analysis.mcb import mcb_from_analysis
 from benchmark.analysis.mrmc import or_analysis
-from benchmark.analysis.power import detectable_difference
+from benchmark.analysis.power import design_from_analysis, detectable_difference, min_detectable_difference
 from benchmark.reporting import build_report
 from benchmark.reporting.document import N_BOOT_GAP
 from benchmark.training.runfile import SCHEMA_VERSION, run_path, write_json_atomic
@@ -129,6 +129,12 @@ def test_primary_test_and_power_equal_direct_calls(built: tuple[Path, str]) -> N
     (power,) = _csv(root, "power")
     assert _close(power["detectable_dauc_median"], float(np.median(dd))) and power["holm_family_size"] == "2"
     assert f"**{100 * float(np.median(dd)):.2f} AUC points** (median over the comparisons" in text
+    # planned seed counts: the same components with more readers, as a direct call gives them
+    planned = {j: float(np.median([min_detectable_difference(design_from_analysis(an), j, None, 0.05 / m)
+                                   for an in direct.values()])) for j in (5, 8, 10, 20)}
+    for j, v in planned.items():
+        assert _close(power[f"planned_{j}_seeds"], v), j
+    assert planned[5] > planned[8] > planned[10] > planned[20]
     # the primary test's Holm family is the dataset's table: strong stays significant, marked * in the main table
     assert float(rows[("strong", "all")]["p_mrmc_holm"]) < 0.05
     main = {(r["method"], r["regime"]): r for r in _csv(root, "twin_main")}

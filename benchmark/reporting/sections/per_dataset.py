@@ -8,6 +8,7 @@ import numpy as np
 
 from ...analysis import figures
 from ...analysis.mcb import mcb_from_analysis
+from ...analysis.power import design_from_analysis, min_detectable_difference
 from ...analysis.stats import wilcoxon_min_n
 from ..comparisons import (
     ALPHA,
@@ -129,6 +130,26 @@ def detectable_summary(comps: list[Comparison]) -> tuple[float, float, float, in
     if not vals:
         return None
     return float(np.median(vals)), min(vals), max(vals), comps[0].family_size
+
+
+def planned_detectable(comps: list[Comparison], seeds: int) -> float:
+    """Median over a family of the difference the primary test would detect with ``seeds`` seeds.
+
+    The same variance components, test lesions and Holm first-step alpha as
+    :func:`detectable_summary`; only the number of readers (seeds) changes. How the
+    reference grid's seeds per dataset are chosen (README, "What the reference report shows").
+    """
+    m = comps[0].family_size if comps else 0
+    vals = []
+    for c in comps:
+        if c.rrrc is None or not m:
+            continue
+        try:
+            vals.append(min_detectable_difference(design_from_analysis(c.mrmc.analysis), seeds, None, ALPHA / m,
+                                                  POWER))
+        except ValueError:
+            continue
+    return float(np.median(vals)) if vals else math.nan
 
 
 def power_line(doc: Report, ds: str, comps: list[Comparison]) -> None:
