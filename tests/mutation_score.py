@@ -206,10 +206,16 @@ EQUIVALENT: dict[str, str] = {
        "to the default float32" for n in (10, 12)},
     **{f"methods.pagkd_released.{fn}__mutmut_{n}": "defaults every caller passes explicitly"
        for fn, n in (("x_pairwise_group_loss", 1), ("x_pairwise_group_loss", 2),
+                     ("x__pairwise_group_loss_direct", 1), ("x__pairwise_group_loss_direct", 2),
                      ("x_relation_reconstruction_loss", 1), ("x_released_set_similarity", 1))},
     **{f"methods.pagkd_released.{fn}__mutmut_{n}": "cosine_similarity dim omitted (default 1) or eps omitted "
-       "(default 1e-8)" for fn, n in (("x_pairwise_group_loss", 58), ("x_pairwise_group_loss", 59),
+       "(default 1e-8)" for fn, n in (("x__pairwise_group_loss_direct", 58), ("x__pairwise_group_loss_direct", 59),
                                       ("x_relation_reconstruction_loss", 40), ("x_relation_reconstruction_loss", 41))},
+    **{f"methods.pagkd_released.x_pairwise_group_loss__mutmut_{n}": "einsum subscripts in upper case: the same "
+       "contraction" for n in (90, 112, 141, 152)},
+    **{f"methods.pagkd_released.x_pairwise_group_loss__mutmut_{n}": "relation weight or mask .to(None): their "
+       "values (0, 0.5 or the confuse value, 1; 0 or -1e9) are exact in float32 and promote with the scores"
+       for n in (96, 97)},
     **{f"methods.pagkd_released.{fn}__mutmut_{n}": "dtype dropped or .to(None): float32, the precision of the losses "
        "(mixed precision is autocast's)" for fn, n in (
            ("x_released_contrastive_loss", 58), ("x_released_contrastive_loss", 62),

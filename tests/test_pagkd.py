@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import methods
+import methods.pagkd_released as pagkd_released
 from benchmark.models.backbones import create_backbone
 from datasets.sampling import GroupSampler
 from methods import Batch, DistillerContext
@@ -28,7 +29,6 @@ from methods.pagkd import (
     set_similarity,
     warmup_epochs,
 )
-import methods.pagkd_released as pagkd_released
 from methods.pagkd_released import (
     _pairwise_group_loss_direct,
     identity_codes,
@@ -665,29 +665,35 @@ def test_released_pairwise_indexing():
     assert got == pytest.approx(ref_pairwise_group_loss(q, k, lq, lk, 0.2, True), rel=1e-5)
 
 
-@pytest.mark.parametrize("original", [True, False])
-def test_released_pairwise_factored_form_equals_the_direct_form(original: bool, monkeypatch):
-    """The factored Den_set (no n^2 reconstructions) against the released form, value and gradients;
-    above the size limit the direct form runs."""
+@pytest.mark.parametrize(("original", "scale"), [(True, 1.0), (False, 1.0), (True, 0.05)])
+def test_released_pairwise_factored_form_equals_the_direct_form(original: bool, scale: float, monkeypatch):
+    """The factored Den_set (no n^2 reconstructions) against the released form, value and gradients,
+    also for maps whose norms are below 1; above the size limit the direct form runs."""
     torch.manual_seed(5)
-    q = torch.randn(5, 9, 16, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(5, 9, 16, dtype=torch.float64, requires_grad=True)
+    q = (torch.randn(5, 9, 16, dtype=torch.float64) * scale).requires_grad_()
+    k = (torch.randn(5, 9, 16, dtype=torch.float64) * scale).requires_grad_()
     lq, lk = torch.randint(-1, 2, (5, 9)), torch.randint(-1, 2, (5, 9))
     lq[0] = 1  # a lesion image facing key images without lesion pixels: fully masked rows
     lk[1:3] = 0
-    fast = pairwise_group_loss(q, k, lq, lk, 0.5, original)
-    direct = _pairwise_group_loss_direct(q, k, lq, lk, 0.5, original)
+    fast = pairwise_group_loss(q, k, lq, lk, 0.3, original)
+    direct = _pairwise_group_loss_direct(q, k, lq, lk, 0.3, original)
     torch.testing.assert_close(fast, direct, rtol=1e-10, atol=1e-12)
     for g_fast, g_direct in zip(torch.autograd.grad(fast, (q, k)), torch.autograd.grad(direct, (q, k)), strict=True):
         torch.testing.assert_close(g_fast, g_direct, rtol=1e-8, atol=1e-10)
-    assert fast.item() == pytest.approx(ref_pairwise_group_loss(q.detach(), k.detach(), lq, lk, 0.5, original),
+    assert fast.item() == pytest.approx(ref_pairwise_group_loss(q.detach(), k.detach(), lq, lk, 0.3, original),
                                         rel=1e-6)
     calls = []
-    monkeypatch.setattr(pagkd_released, "_FACTORED_LIMIT", 5 * 5 * 9 * 9 - 1)
     monkeypatch.setattr(pagkd_released, "_pairwise_group_loss_direct",
                         lambda *a: calls.append(1) or _pairwise_group_loss_direct(*a))
-    big = pairwise_group_loss(q, k, lq, lk, 0.5, original)
+    monkeypatch.setattr(pagkd_released, "_FACTORED_LIMIT", 5 * 5 * 9 * 9)  # at the limit: still factored
+    pairwise_group_loss(q, k, lq, lk, 0.3, original)
+    assert calls == []
+    monkeypatch.setattr(pagkd_released, "_FACTORED_LIMIT", 5 * 5 * 9 * 9 - 1)
+    big = pairwise_group_loss(q, k, lq, lk, 0.3, original)
     assert calls == [1] and big.item() == pytest.approx(direct.item(), rel=1e-12)
+    # half-precision maps are scored in float32, float64 stays float64
+    assert pagkd_released._at_least_float32(q.detach().to(torch.bfloat16)).dtype == torch.float32
+    assert pagkd_released._at_least_float32(q.detach()).dtype == torch.float64
 
 
 def test_released_identity_codes_use_a_local_generator():
@@ -855,7 +861,7 @@ def test_missing_teacher_features_or_heads_are_named():
 
 
 @pytest.mark.parametrize("original", [True, False])
-def test_released_terms_match_the_code_end_to_end(original):
+def test_released_terms_match_the_code_on_hand_made_maps(original):
     """Every term of pagkd-released on hand-made maps against the references above: den (both
     directions, every class), add on the twin rows (one image pair each), pro (the code's set
     loss on the one-layer attention prototypes with identity codes) and set_cls; non-default
