@@ -7,9 +7,7 @@ total stride 8, so a 32-px image still gives a 4x4 map for dense methods; 27 MFL
 32-px image), ``kdbench_cnn4_os4`` (the same layers with an output stride of 4: the last
 stage keeps the third stage's resolution, so a 24-px image gives the 6x6 map that CAMs,
 SRCA and masked attention need; 27 MFLOPs per 24-px image, 1.8x ``kdbench_cnn4``) and
-``kdbench_cnn4_os4_slim`` (``kdbench_cnn4_os4`` at three quarters of the width, 12-24-48-96
-channels: the ``cpu`` profile's network, 0.56x the FLOPs, about 0.7x the training step time
-on one core) and ``kdbench_cnn4_wide`` (twice the width, 4x the FLOPs). They are sized so that the
+``kdbench_cnn4_wide`` (twice the width, 4x the FLOPs). They are sized so that the
 reference grid's ~800 runs fit a 2-core CPU: at 32 px a teacher forward pass of
 ResNet-18 alone would cost more than the whole student step.
 """
@@ -97,13 +95,6 @@ def kdbench_cnn4(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
 def kdbench_cnn4_os4(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
     """``kdbench_cnn4`` with output stride 4 (strides 1, 2, 2, 1): 6x6 last map at 24 px."""
     return SmallCNN((16, 32, 64, 128), strides=(1, 2, 2, 1), **kwargs)
-
-
-@register_model
-def kdbench_cnn4_os4_slim(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
-    """``kdbench_cnn4_os4`` at three quarters of the width (12-24-48-96 channels): 6x6 last
-    map at 24 px; the ``cpu`` profile's student and teacher."""
-    return SmallCNN((12, 24, 48, 96), strides=(1, 2, 2, 1), **kwargs)
 
 
 @register_model
