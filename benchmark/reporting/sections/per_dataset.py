@@ -8,7 +8,7 @@ import numpy as np
 
 from ...analysis import figures
 from ...analysis.mcb import mcb_from_analysis
-from ...analysis.power import design_from_analysis, min_detectable_difference
+from ...analysis.power import detectable_difference
 from ...analysis.stats import wilcoxon_min_n
 from ..comparisons import (
     ALPHA,
@@ -145,8 +145,7 @@ def planned_detectable(comps: list[Comparison], seeds: int) -> float:
         if c.rrrc is None or not m:
             continue
         try:
-            vals.append(min_detectable_difference(design_from_analysis(c.mrmc.analysis), seeds, None, ALPHA / m,
-                                                  POWER))
+            vals.append(detectable_difference(c.mrmc.analysis, n_readers=seeds, alpha=ALPHA / m, power=POWER))
         except ValueError:
             continue
     return float(np.median(vals)) if vals else math.nan
