@@ -235,3 +235,16 @@ def test_oracle_regime_runs_only_the_baseline_on_a_twin_with_oracle_images(smoke
     assert rec["status"] == "unsupported" and "baseline" in rec["error"]["message"]
     rec = smoke_session.run(_cfg("baseline", regime="oracle"), smoke_session.dataset(_cfg("baseline")))
     assert rec["status"] == "unsupported" and "oracle_factor" in rec["error"]["message"]
+
+
+def test_teacher_step_floor_reaches_the_teacher_job_but_not_the_student(tmp_path: Path) -> None:
+    profile = get_profile("smoke").replace(teacher_min_steps=12)
+    cfg = RunConfig(dataset="synth", regime="all", method="kd", seed=0, profile=profile)
+    session = Session(tmp_path / "out", tmp_path / "cache")
+    bundle = session.dataset(cfg)
+    teacher = session.teacher(bundle, bundle.teacher_modality, profile, 0)
+    # smoke trains 2 epochs; the teacher is stretched until it has made at least 12 steps
+    assert teacher.record["steps"] >= 12 and teacher.record["epochs"] > profile.teacher_epochs
+    student = session.run(cfg, bundle)
+    assert student["status"] == "ok" and student["timing"]["epochs"] == profile.epochs
+    assert student["timing"]["steps"] < 12

@@ -134,7 +134,6 @@ def test_primary_test_and_power_equal_direct_calls(built: tuple[Path, str]) -> N
                                    for an in direct.values()])) for j in (5, 8, 10, 20)}
     for j, v in planned.items():
         assert _close(power[f"planned_{j}_seeds"], v), j
-    assert planned[5] > planned[8] > planned[10] > planned[20]
     # the primary test's Holm family is the dataset's table: strong stays significant, marked * in the main table
     assert float(rows[("strong", "all")]["p_mrmc_holm"]) < 0.05
     main = {(r["method"], r["regime"]): r for r in _csv(root, "twin_main")}
