@@ -69,14 +69,15 @@ fi
 
 # The reference grid: the paper's comparison (every method of the paper table) on the four
 # synthetic endoscopy twins, trained on D_p+D_unp (the one regime every method serves),
-# 8 seeds (20 on polypset), cpu profile. The cpu profile adds the reference rows: the NBI teacher and the
-# WLI oracle (the baseline trained on 5x the WLI training lesions) per twin and seed.
+# 8 seeds (20 on polypset), cpu profile. The cpu profile adds the reference rows: the NBI teacher
+# (one per twin, trained with seed 0, distilled from by every seed) and the WLI oracle (the
+# baseline trained on 5x the WLI training lesions) per twin and seed.
 # Seeds per twin from the measured variance components (README, "What the reference report
 # shows"): with 8 seeds the primary test is predicted to detect 2.0-2.4 AUC points on
 # ih_gc, ih_polyp and piccolo (10 seeds: 1.8-2.1); polypset needs 20 for 2.9.
 # The other regimes and the PaGKD ablations are one flag away:
 #   ./run_all.sh --regimes main                 # paired, unpaired and mixed data
-#   ./run_all.sh --ablations                    # add the PaGKD ablations on piccolo
+#   ./run_all.sh --ablations                    # add the PaGKD ablations and pagkd-released on piccolo
 ABLATIONS=0
 OWN_GRID=0   # the caller chose the data or seeds: no extra polypset seeds on top of them
 GRID_FLAGS=()

@@ -96,7 +96,9 @@ instead of the LR-QFormer; GKD-Pro only, as in the paper's 83.5 -> 78.3 row),
 paper's 85.0 -> 83.2 row), ``pagkd-unidir`` (only the NBI <- WLI reconstruction, which is
 the direction that carries NBI knowledge into the WLI features; both modules),
 ``pagkd-image`` (image level: every pseudo-pair is its own group; both modules),
-``pagkd-image-pro`` and ``pagkd-image-den`` (image level, one module).
+``pagkd-image-pro`` and ``pagkd-image-den`` (image level, one module). The set also runs
+``pagkd-released`` (the official code's behaviour, :mod:`methods.pagkd_released`), the
+variant beside which the paper's method is read.
 """
 
 from __future__ import annotations
@@ -629,6 +631,7 @@ ABLATIONS: tuple[str, ...] = (
     "pagkd-image",
     "pagkd-image-pro",
     "pagkd-image-den",
+    "pagkd-released",
 )
 register_method_set("pagkd-ablations", ABLATIONS)
 register_ablations("pagkd", Ablations(

@@ -248,3 +248,34 @@ def test_teacher_step_floor_reaches_the_teacher_job_but_not_the_student(tmp_path
     student = session.run(cfg, bundle)
     assert student["status"] == "ok" and student["timing"]["epochs"] == profile.epochs
     assert student["timing"]["steps"] < 12
+
+
+def test_one_teacher_serves_every_seed_when_the_profile_fixes_its_seed(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    records = benchmark.run(methods="baseline,kd", data="synth", regimes="unpaired", seeds=[0, 1, 2],
+                            profile="smoke", out=out, teacher_seed=1)
+    kd = sorted((r for r in records if r["method"] == "kd"), key=lambda r: r["seed"])
+    assert [r["status"] for r in kd] == ["ok"] * 3
+    assert {r["teacher"]["seed"] for r in kd} == {1} and len({r["teacher"]["config_hash"] for r in kd}) == 1
+    teachers = sorted(p.name for p in (out / "runs" / "synth" / "teacher" / "teacher-nbi").glob("*.json"))
+    assert teachers == ["seed1.json"]
+    assert read_run(out / "runs" / "synth" / "teacher" / "teacher-nbi" / "seed1.json")["seed"] == 1
+    # the students still differ by seed; the default (-1) trains a teacher per seed
+    assert len({r["student_sha256"] for r in kd}) == 3
+    default = benchmark.run(methods="kd", data="synth", regimes="unpaired", seeds=[0, 1], profile="smoke",
+                            out=tmp_path / "per-seed")
+    assert [r["teacher"]["seed"] for r in sorted(default, key=lambda r: r["seed"])] == [0, 1]
+
+
+def test_step_cap_reaches_the_student_and_the_oracle_but_not_the_teacher(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    records = benchmark.run(methods="kd", data="ih_gc:synthetic", regimes="all", seeds=[0], profile="smoke",
+                            out=out, oracle_factor=3, test_lesions=12, val_lesions=8, epochs=4, max_steps=3)
+    kd = next(r for r in records if r["method"] == "kd")
+    oracle = next(r for r in records if r["regime"] == "oracle")
+    per_epoch = kd["timing"]["steps"] // kd["timing"]["epochs"]
+    assert kd["timing"]["epochs"] == max(1, 3 // per_epoch) < 4
+    assert oracle["timing"]["epochs"] == kd["timing"]["epochs"]  # same recipe on 3x the lesions
+    assert oracle["timing"]["steps"] > kd["timing"]["steps"]
+    teacher = read_run(out / "runs" / "ih_gc-synthetic" / "teacher" / "teacher-nbi" / "seed0.json")
+    assert teacher["timing"]["epochs"] == get_profile("smoke").teacher_epochs

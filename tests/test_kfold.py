@@ -160,6 +160,27 @@ def test_teacher_floor_applies_to_teachers_only():
     assert both.epochs == 100 and both.min_steps == 400
 
 
+def test_step_cap_cuts_student_epochs_keeps_validations_and_spares_teachers():
+    profile = get_profile("smoke").replace(batch_size=32, max_steps=80, val_every=5, teacher_min_steps=0)
+    # 16 steps an epoch: 10 epochs would be 160 steps; the cap leaves 5, validated at 3 and 5
+    capped = schedule(profile, 10, 32 * 16)
+    assert capped.epochs == 5 and capped.epochs * capped.steps_per_epoch <= 80
+    assert capped.val_every == 3
+    # 8 steps an epoch: 10 epochs are exactly 80 steps, under the cap
+    exact = schedule(profile, 10, 32 * 8)
+    assert exact.epochs == 10 and exact.val_every == 5
+    # teachers have no cap
+    assert schedule(profile, 10, 32 * 16, teacher=True).epochs == 10
+    # the oracle keeps the epochs of its recipe's pool (5 here) on 5x the rows
+    oracle = schedule(profile, 10, 5 * 32 * 16, recipe_rows=32 * 16)
+    assert oracle.epochs == 5 and oracle.steps_per_epoch == 80
+    # never below one epoch; no cap at 0
+    assert schedule(profile.replace(max_steps=10), 10, 32 * 16).epochs == 1
+    assert schedule(profile.replace(max_steps=0), 10, 32 * 16).epochs == 10
+    with pytest.raises(ValueError, match="min_steps 100 is above max_steps 80"):
+        schedule(profile.replace(min_steps=100), 10, 32 * 16)
+
+
 # ----------------------------------------------------------------------------- pooling
 
 

@@ -70,6 +70,10 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
                                                   "to reach it; 0: epochs only)")
     o.add_argument("--teacher-min-steps", type=int, help="floor on the teacher's optimiser steps, when above "
                                                           "--min-steps (0: --min-steps alone)")
+    o.add_argument("--teacher-seed", type=int, help="one teacher, trained with this seed, for every training seed "
+                                                     "(-1: a teacher per seed; cpu: 0)")
+    o.add_argument("--max-steps", type=int, help="cap on a student's optimiser steps (epochs are lowered to stay "
+                                                  "under it; 0: none; cpu: 80)")
     o.add_argument("--bn-recalibration", type=int, help="training images for batch-norm recalibration before each "
                                                          "validation (0: off)")
     o.add_argument("--frozen-stages", type=int, help="freeze the stem and this many stages of both networks and "

@@ -134,15 +134,15 @@ def shard_configs(grid: GridConfig, bundles: dict[str, DatasetBundle]) -> list[R
 
 def teacher_jobs(configs: list[RunConfig], bundles: dict[str, DatasetBundle]) -> list[tuple[RunConfig, str]]:
     """(a run config, modality) of every teacher that ``configs`` need, each once per
-    (dataset, modality, seed, fold), in grid order (methods without a teacher still get
-    the upper-bound row)."""
+    (dataset, modality, teacher seed, fold), in grid order (methods without a teacher still get
+    the upper-bound row). The teacher seed is the run's seed, or the profile's ``teacher_seed``."""
     jobs: dict[tuple[str, str, int, int], tuple[RunConfig, str]] = {}
     for cfg in configs:
         bundle = bundles[cfg.dataset]
         if cfg.regime not in bundle.regimes():
             continue
         modality = bundle.teaching_modality(cfg.regime)
-        jobs.setdefault((cfg.dataset, modality, cfg.seed, cfg.fold), (cfg, modality))
+        jobs.setdefault((cfg.dataset, modality, cfg.profile.seed_of_teacher(cfg.seed), cfg.fold), (cfg, modality))
     return list(jobs.values())
 
 
@@ -154,7 +154,7 @@ def train_teachers(grid: GridConfig, worker: tuple[int, int] = (0, 1)) -> int:
     profile = grid.resolved_profile()
     jobs = teacher_jobs(shard_configs(grid, bundles), bundles)[worker[0]::worker[1]]
     for cfg, modality in jobs:
-        session.teacher(session.fold(bundles[cfg.dataset], cfg), modality, profile, cfg.seed)
+        session.teacher(session.fold(bundles[cfg.dataset], cfg), modality, profile, profile.seed_of_teacher(cfg.seed))
     return len(jobs)
 
 
@@ -232,19 +232,20 @@ def run_grid(
 
 def _ensure_teacher_rows(grid: GridConfig, session: Session, bundles: dict[str, DatasetBundle],
                          configs: list[RunConfig], main: bool) -> None:
-    """Every (dataset, seed) of the grid gets its teacher's row, even when only
+    """Every teacher of the grid (per dataset and teacher seed) gets its row, even when only
     teacher-free methods (``baseline``) ran, so the report always has the upper bound."""
     seen: set[tuple[str, str, int, int]] = set()
     for cfg in configs:
         bundle = session.fold(bundles[cfg.dataset], cfg)
         modality = bundle.teaching_modality(cfg.regime)
-        key = (bundle.dataset_id, modality, cfg.seed, cfg.fold)
+        tseed = cfg.profile.seed_of_teacher(cfg.seed)
+        key = (bundle.dataset_id, modality, tseed, cfg.fold)
         if key in seen or cfg.regime not in bundle.regimes():
             continue
         seen.add(key)
-        tpath = run_path(grid.out, bundle.dataset_id, "teacher", f"teacher-{modality}", cfg.seed,
+        tpath = run_path(grid.out, bundle.dataset_id, "teacher", f"teacher-{modality}", tseed,
                          cfg.fold if cfg.folds else None)
-        tres = session.teacher(bundle, modality, cfg.profile, cfg.seed)
+        tres = session.teacher(bundle, modality, cfg.profile, tseed)
         existing = read_run(tpath)
         if main and (existing is None or existing.get("config_hash") != tres.key):
             write_json_atomic(tpath, session.teacher_record(cfg, bundle, tres))

@@ -114,7 +114,8 @@ class RunConfig:
 
 
 HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"frozen_stages": 0, "head_init": "", "frozen_bn": False,
-                                         "selection": "best", "teacher_min_steps": 0}
+                                         "selection": "best", "teacher_min_steps": 0,
+                                         "teacher_seed": -1, "max_steps": 0}
 """Profile fields added after run files existed, with the value that means "as before":
 at that value a field is left out of the hashes, so earlier run files and teacher caches
 keep their hashes (and a resumed grid does not redo them)."""
@@ -216,7 +217,8 @@ def grid_from_mapping(m: dict[str, Any]) -> GridConfig:
     for key in ("backbone", "teacher_backbone", "epochs", "teacher_epochs", "image_size", "batch_size",
                 "pretrained", "group_size", "lr", "teacher_lr", "data_scale", "precision", "teacher_cache", "normalize",
                 "bn_recalibration", "channels_last", "min_steps", "teacher_min_steps", "val_lesions", "test_lesions",
-                "oracle_factor", "val_every", "frozen_stages", "head_init", "frozen_bn", "selection"):
+                "oracle_factor", "val_every", "frozen_stages", "head_init", "frozen_bn", "selection", "teacher_seed",
+                "max_steps"):
         if m.get(key) is not None:
             overrides[key] = m[key]
     g.profile_overrides = overrides

@@ -79,6 +79,16 @@ class Profile:
             (the pretrained running statistics normalise, only the affine weights
             train), as fine-tuning on batches of a few images usually does; with a
             probe-initialised head the starting network is then exactly the linear probe.
+        teacher_seed: ``-1``: each training seed distils from a teacher trained with that
+            seed (the teacher's own randomness is part of every seed); ``k >= 0``: one teacher,
+            trained with seed k, serves every seed (per fold under k-fold cross-validation), as
+            in the papers, which distil from one trained teacher: the seeds then vary the
+            student alone, and the comparisons hold for that teacher.
+        max_steps: cap on a student's optimiser steps (``0``: none): a run whose profile
+            epochs would take more steps trains ``max(1, max_steps // steps_per_epoch)``
+            epochs instead, validated about as often (:mod:`benchmark.training.schedule`).
+            The WLI oracle trains the epochs of its ``all`` baseline on its larger pool (the
+            same recipe, k times the data). Teachers have no cap.
         selection: which validated checkpoint a run keeps: ``best`` (highest validation
             AUC, the earliest on ties) or ``one_se`` (the earliest within one DeLong
             standard error of the highest; :func:`benchmark.training.train.one_standard_error_choice`).
@@ -120,6 +130,8 @@ class Profile:
     head_init: str = ""
     frozen_bn: bool = False
     selection: str = "best"
+    teacher_seed: int = -1
+    max_steps: int = 0
 
     def replace(self, **overrides: Any) -> Profile:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
@@ -129,6 +141,10 @@ class Profile:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def seed_of_teacher(self, seed: int) -> int:
+        """The seed of the teacher that a run with training seed ``seed`` distils from."""
+        return seed if self.teacher_seed < 0 else self.teacher_seed
 
 
 PROFILES: dict[str, Profile] = {
@@ -146,7 +162,8 @@ PROFILES: dict[str, Profile] = {
         bn_recalibration=64,
     ),
     # Schedule rule: 10 student epochs, no student step floor (its synthetic training sets
-    # give 4-16 steps per epoch); 40 teacher epochs, but at least 320 teacher steps.
+    # give 4-16 steps per epoch) but at most 80 student steps; 40 teacher epochs, but at
+    # least 320 teacher steps.
     "cpu": Profile(
         name="cpu",
         # Output stride 4: the last stage is 6x6 at 24 px, a map that CAMs, SRCA and
@@ -164,6 +181,12 @@ PROFILES: dict[str, Profile] = {
         # validation (test AUC 92.4 over seeds 0-19, under its WLI oracle's 92.9). At 320
         # steps its seeds 0-9 reach 94.5 (91.9 at 160 steps; README, "Calibration").
         teacher_min_steps=320,
+        # One NBI teacher per twin (trained with seed 0) serves every seed, as the papers
+        # distil from one trained teacher; the seeds vary the student.
+        teacher_seed=0,
+        # Compute budget: at most 80 student steps (10 epochs on every twin but ih_polyp,
+        # whose 16 steps an epoch make it 5; its WLI oracle likewise trains 5 epochs).
+        max_steps=80,
         batch_size=32,
         lr=2e-3,
         teacher_lr=2e-3,

@@ -217,7 +217,7 @@ class Session:
     def teacher_record(self, cfg: RunConfig, bundle: DatasetBundle, teacher: TeacherResult) -> dict[str, Any]:
         """A run record for the teacher itself (the report's upper-bound row)."""
         tcfg = dataclasses.replace(cfg, regime="teacher", method=f"teacher-{teacher.modality}", method_options={},
-                                   weights={})
+                                   weights={}, seed=cfg.profile.seed_of_teacher(cfg.seed))
         rec = self.base_record(tcfg, bundle)
         rec["config_hash"] = teacher.key
         rec["method_info"] = {"name": tcfg.method, "summary": f"{teacher.modality.upper()} teacher (upper bound)"}
@@ -259,10 +259,12 @@ class Session:
             teacher_s = 0.0
             modality = bundle.teaching_modality(cfg.regime)
             if cls.needs_teacher:
-                tres = self.teacher(bundle, modality, profile, cfg.seed)
+                teacher_seed = profile.seed_of_teacher(cfg.seed)
+                tres = self.teacher(bundle, modality, profile, teacher_seed)
                 teacher = tres.model
                 teacher_s = 0.0 if tres.cached else tres.train_s
-                record["teacher"] = {"config_hash": tres.key, "modality": modality, "val_auc": tres.val_auc,
+                record["teacher"] = {"config_hash": tres.key, "modality": modality, "seed": teacher_seed,
+                                     "val_auc": tres.val_auc,
                                      "test_auc": tres.metrics.get("auc"), "backbone": profile.teacher_backbone,
                                      # same condition as train.fit: outputs computed once, un-augmented
                                      "output_cache": bool(profile.teacher_cache and not cls.teacher_augmented)}

@@ -66,7 +66,9 @@ def training_setup(
         student_pool, val, _ = bundle.teacher_pools(modality)
         teacher_pool, same_view, twin = student_pool, True, np.arange(len(student_pool))
         epochs = profile.teacher_epochs
-    plan = schedule(profile, epochs, len(student_pool), teacher=modality is not None)
+    # The WLI oracle keeps the epochs of its `all` baseline under a step cap: same recipe, k x the data.
+    recipe_rows = len(bundle.regime_pools(Regime.ALL)[0]) if modality is None and regime == Regime.ORACLE else None
+    plan = schedule(profile, epochs, len(student_pool), teacher=modality is not None, recipe_rows=recipe_rows)
     data = TrainData(
         store=store, student_pool=student_pool, teacher_pool=teacher_pool, twin_position=twin,
         student_labels=labels[student_pool], teacher_labels=labels[teacher_pool],

@@ -170,7 +170,8 @@ def reference_table(doc: Report, dss: list[str]) -> None:
             ]
         )
     table.notes.append(
-        "Mean AUC over seeds with its 95% CI. NBI teacher: scored on the NBI views of the test lesions. WLI "
+        "Mean AUC over seeds with its 95% CI (one model, such as a teacher that serves every seed: its AUC with "
+        "the lesion-clustered DeLong interval). NBI teacher: scored on the NBI views of the test lesions. WLI "
         "oracle: `baseline` trained on k x the WLI training lesions of the twin (the factor is in the per-dataset "
         "table); baseline: `baseline` on the training data the oracle multiplies (D_p+D_unp unless the run file "
         "says otherwise). Oracle − baseline is what more WLI data gives the student, the room a distiller has; "
