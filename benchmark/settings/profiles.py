@@ -169,8 +169,8 @@ PROFILES: dict[str, Profile] = {
         # Output stride 4: the last stage is 6x6 at 24 px, a map that CAMs, SRCA and
         # masked attention can work on. Same architecture on both sides, as in the paper
         # (ResNet-50 -> ResNet-50): the teacher's advantage comes from its modality.
-        backbone="kdbench_cnn4_os4",
-        teacher_backbone="kdbench_cnn4_os4",
+        backbone="kdbench_cnn4_os4_mid",
+        teacher_backbone="kdbench_cnn4_os4_mid",
         image_size=24,
         epochs=10,
         # The NBI teacher sees 100-170 training images; 20 epochs left it 5-10 AUC points
@@ -184,9 +184,6 @@ PROFILES: dict[str, Profile] = {
         # One NBI teacher per twin (trained with seed 0) serves every seed, as the papers
         # distil from one trained teacher; the seeds vary the student.
         teacher_seed=0,
-        # Compute budget: at most 80 student steps (10 epochs on every twin but ih_polyp,
-        # whose 16 steps an epoch make it 5; its WLI oracle likewise trains 5 epochs).
-        max_steps=80,
         batch_size=32,
         lr=2e-3,
         teacher_lr=2e-3,
