@@ -6,7 +6,9 @@ registry for CPU profiles: ``kdbench_cnn4`` (4 conv stages, 16-32-64-128 channel
 total stride 8, so a 32-px image still gives a 4x4 map for dense methods; 27 MFLOPs per
 32-px image), ``kdbench_cnn4_os4`` (the same layers with an output stride of 4: the last
 stage keeps the third stage's resolution, so a 24-px image gives the 6x6 map that CAMs,
-SRCA and masked attention need; 27 MFLOPs per 24-px image, 1.8x ``kdbench_cnn4``) and
+SRCA and masked attention need; 27 MFLOPs per 24-px image, 1.8x ``kdbench_cnn4``),
+``kdbench_cnn4_os4_mid`` (the same with 16-32-48-96 channels, 0.69x the FLOPs; the ``cpu``
+profile's network) and
 ``kdbench_cnn4_wide`` (twice the width, 4x the FLOPs). They are sized so that the
 reference grid's ~800 runs fit a 2-core CPU: at 32 px a teacher forward pass of
 ResNet-18 alone would cost more than the whole student step.

@@ -73,7 +73,7 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     o.add_argument("--teacher-seed", type=int, help="one teacher, trained with this seed, for every training seed "
                                                      "(-1: a teacher per seed; cpu: 0)")
     o.add_argument("--max-steps", type=int, help="cap on a student's optimiser steps (epochs are lowered to stay "
-                                                  "under it; 0: none; cpu: 80)")
+                                                  "under it; 0: none, the default)")
     o.add_argument("--bn-recalibration", type=int, help="training images for batch-norm recalibration before each "
                                                          "validation (0: off)")
     o.add_argument("--frozen-stages", type=int, help="freeze the stem and this many stages of both networks and "

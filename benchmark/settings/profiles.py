@@ -162,8 +162,8 @@ PROFILES: dict[str, Profile] = {
         bn_recalibration=64,
     ),
     # Schedule rule: 10 student epochs, no student step floor (its synthetic training sets
-    # give 4-16 steps per epoch) but at most 80 student steps; 40 teacher epochs, but at
-    # least 320 teacher steps.
+    # give 4-16 steps per epoch) and no cap; 40 teacher epochs, but at least 320 teacher
+    # steps.
     "cpu": Profile(
         name="cpu",
         # Output stride 4: the last stage is 6x6 at 24 px, a map that CAMs, SRCA and
